@@ -1,0 +1,16 @@
+#pragma once
+// The `deepadapter` subcommands; each file adds one to the app and only parses
+// flags, calls the modules and prints.
+#include <CLI/CLI.hpp>
+
+namespace da::cli {
+
+void AddTrain(CLI::App& app);
+void AddEval(CLI::App& app);
+void AddExport(CLI::App& app);
+void AddBench(CLI::App& app);
+
+// "1,234,567"
+std::string Thousands(long long n);
+
+}  // namespace da::cli

@@ -1,0 +1,42 @@
+// deepadapter: one program, one subcommand per task. Bad flags and bad input
+// files print one line on stderr and exit with code 2.
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+
+#include "cli/commands.h"
+#include "common/error.h"
+
+namespace da::cli {
+std::string Thousands(long long n) {
+  std::string s = std::to_string(n < 0 ? -n : n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return n < 0 ? "-" + s : s;
+}
+}  // namespace da::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"DeepAdapter: context-aware deep learning for the mobile web (browser + edge + cloud)."};
+  app.require_subcommand(1);
+  da::cli::AddTrain(app);
+  da::cli::AddEval(app);
+  da::cli::AddExport(app);
+  da::cli::AddBench(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "deepadapter: %s (see --help)\n", e.what());
+    return 2;
+  } catch (const da::UserError& e) {
+    std::fprintf(stderr, "deepadapter: %s\n", e.what());
+    return 2;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "deepadapter: internal error: %s\n", e.what_without_backtrace());
+    return 1;
+  }
+  return 0;
+}

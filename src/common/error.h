@@ -1,0 +1,14 @@
+#pragma once
+// Errors that reach the user: bad files, flags, HTTP bodies, contexts.
+// The CLI turns a UserError into one line on stderr and exit code 2.
+#include <stdexcept>
+#include <string>
+
+namespace da {
+
+class UserError : public std::runtime_error {
+ public:
+  explicit UserError(const std::string& what) : std::runtime_error(what) {}
+};
+
+}  // namespace da

@@ -1,0 +1,31 @@
+#pragma once
+// Server-side inference speed: our path (the deployed net the edge runs: BN folded,
+// channels-last, libtorch inference mode) against onnxruntime (native, through
+// onnxruntime-node) on the same exported model, measured in one run.
+#include <string>
+
+#include "nn/model.h"
+
+namespace da::nn {
+
+struct InferBenchOptions {
+  int threads = 0;       // both runtimes; 0: all cores
+  int runs = 300;        // batch-1 timings (median is reported)
+  int batch = 64;        // throughput batch size
+  double seconds = 3.0;  // time spent measuring throughput, per runtime
+  std::string ort_script;  // web/tools/ort-bench.mjs
+};
+
+struct InferBenchResult {
+  int threads = 0;
+  double ours_latency_ms = 0, ort_latency_ms = 0;  // median, batch 1
+  double ours_throughput = 0, ort_throughput = 0;  // images/s at `batch`
+};
+
+// Prepares `net` for our inference path: fused, eval, channels-last.
+Net PrepareForInference(NetImpl& net);
+
+// Throws UserError when node or onnxruntime-node cannot run.
+InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts);
+
+}  // namespace da::nn

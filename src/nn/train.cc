@@ -1,0 +1,160 @@
+#include "nn/train.h"
+
+#include <cmath>
+#include <numbers>
+
+#include "common/error.h"
+#include "common/progress.h"
+
+namespace da::nn {
+
+nlohmann::json TrainOptions::ToJson() const {
+  return {{"epochs", epochs},   {"batch_size", batch_size},     {"lr", lr},
+          {"momentum", momentum}, {"weight_decay", weight_decay}, {"label_smoothing", label_smoothing},
+          {"pad", pad},         {"flip", flip},                 {"limit", limit},
+          {"seed", seed}};
+}
+
+void TrainOptions::Validate() const {
+  auto bad = [](const std::string& m) { throw UserError("invalid training option: " + m); };
+  if (epochs < 1) bad("epochs must be >= 1");
+  if (batch_size < 1) bad("batch size must be >= 1");
+  if (!(lr > 0) || !std::isfinite(lr)) bad("lr must be a positive number");
+  if (!(momentum >= 0 && momentum < 1)) bad("momentum must be in [0, 1)");
+  if (!(weight_decay >= 0) || !std::isfinite(weight_decay)) bad("weight decay must be >= 0");
+  if (!(label_smoothing >= 0 && label_smoothing < 1)) bad("label smoothing must be in [0, 1)");
+  if (pad < 0 || pad > 16) bad("pad must be in [0, 16]");
+  if (limit < 0) bad("limit must be >= 0");
+}
+
+namespace {
+
+// Random crop (after zero padding) and horizontal flip of a batch, using `gen`.
+torch::Tensor Augment(const torch::Tensor& x, int pad, bool flip, torch::Generator& gen) {
+  torch::Tensor out = x;
+  int64_t n = x.size(0), h = x.size(2), w = x.size(3);
+  if (pad > 0) {
+    auto padded = torch::constant_pad_nd(x, {pad, pad, pad, pad}, 0);
+    auto off = torch::randint(0, 2 * pad + 1, {n, 2}, gen, torch::kInt64);
+    auto acc = off.accessor<int64_t, 2>();
+    out = torch::empty_like(x);
+    for (int64_t i = 0; i < n; ++i)
+      out[i].copy_(padded[i].narrow(1, acc[i][0], h).narrow(2, acc[i][1], w));
+  }
+  if (flip) {
+    auto mask = torch::rand({n, 1, 1, 1}, gen) < 0.5;
+    out = torch::where(mask, out.flip({3}), out);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& opts) {
+  opts.Validate();
+  SetThreads(opts.threads);
+  torch::manual_seed(opts.seed);
+  auto gen = at::detail::createCPUGenerator(opts.seed);
+  const Images train = opts.limit > 0 ? data.train.First(opts.limit) : data.train;
+  if (train.count < 1) throw UserError("no training images");
+  torch::Tensor xs = ToTensor(train), ys = LabelsTensor(train);
+  const int64_t n = train.count;
+  const int64_t steps_per_epoch = (n + opts.batch_size - 1) / opts.batch_size;
+  const int64_t total_steps = steps_per_epoch * opts.epochs;
+  const int64_t warmup = opts.epochs > 1 ? steps_per_epoch : 0;
+
+  net->ToChannelsLast();
+  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(opts.lr)
+                                               .momentum(opts.momentum)
+                                               .nesterov(opts.momentum > 0)
+                                               .weight_decay(opts.weight_decay));
+  auto ce = torch::nn::CrossEntropyLoss(
+      torch::nn::CrossEntropyLossOptions().label_smoothing(opts.label_smoothing));
+  Progress progress("train " + net->spec().Summary(), total_steps);
+  std::vector<EpochLog> log;
+  int64_t step = 0;
+  for (int epoch = 1; epoch <= opts.epochs; ++epoch) {
+    net->train();
+    double t0 = progress.ElapsedSeconds();
+    auto perm = torch::randperm(n, gen, torch::kInt64);
+    double loss_sum = 0;
+    int64_t correct = 0, seen = 0;
+    for (int64_t b = 0; b < steps_per_epoch; ++b, ++step) {
+      double lr = step < warmup ? opts.lr * (step + 1) / warmup
+                                : 0.5 * opts.lr *
+                                      (1 + std::cos(std::numbers::pi * (step - warmup) /
+                                                    std::max<int64_t>(1, total_steps - warmup)));
+      for (auto& group : sgd.param_groups()) group.options().set_lr(lr);
+      auto idx = perm.narrow(0, b * opts.batch_size, std::min<int64_t>(opts.batch_size, n - b * opts.batch_size));
+      auto x = Augment(xs.index_select(0, idx), opts.pad, opts.flip, gen)
+                   .contiguous(torch::MemoryFormat::ChannelsLast);
+      auto y = ys.index_select(0, idx);
+      sgd.zero_grad();
+      auto logits = net->forward(x);
+      auto loss = ce(logits, y);
+      loss.backward();
+      sgd.step();
+      int64_t bs = idx.size(0);
+      loss_sum += loss.item<double>() * bs;
+      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      seen += bs;
+      if (!opts.quiet) {
+        char extra[96];
+        std::snprintf(extra, sizeof extra, "epoch %d/%d  loss %.4f  train %.2f%%", epoch, opts.epochs,
+                      loss_sum / seen, 100.0 * correct / seen);
+        progress.Update(step + 1, extra);
+      }
+    }
+    if (!std::isfinite(loss_sum)) throw UserError("training diverged (loss is not finite); lower --lr");
+    EpochLog e{epoch, loss_sum / seen, static_cast<double>(correct) / seen, 0, 0};
+    e.val_accuracy = data.val.count > 0 ? Evaluate(net, data.val, data.Classes()).accuracy : 0;
+    e.seconds = progress.ElapsedSeconds() - t0;
+    log.push_back(e);
+    if (!opts.quiet) {
+      char line[160];
+      std::snprintf(line, sizeof line, "epoch %d/%d  loss %.4f  train %.2f%%  val %.2f%%  %.0fs", epoch,
+                    opts.epochs, e.loss, 100 * e.train_accuracy, 100 * e.val_accuracy, e.seconds);
+      if (epoch == opts.epochs) progress.Finish(line);
+      else std::fprintf(stderr, "%s%s\n", isatty(2) ? "\r\033[K" : "", line);
+    }
+  }
+  net->eval();
+  return log;
+}
+
+EvalResult Evaluate(Net& net, const Images& images, int classes, int batch_size) {
+  EvalResult r;
+  r.per_class_accuracy.assign(classes, 0);
+  r.per_class_count.assign(classes, 0);
+  if (images.count == 0) return r;
+  bool was_training = net->is_training();
+  net->eval();
+  torch::NoGradGuard g;
+  std::vector<int64_t> correct(classes, 0);
+  double loss_sum = 0;
+  for (int64_t b = 0; b < images.count; b += batch_size) {
+    Images part = images.Slice(b, b + batch_size);
+    auto x = ToTensor(part).contiguous(torch::MemoryFormat::ChannelsLast);
+    auto y = LabelsTensor(part);
+    auto logits = net->forward(x);
+    loss_sum += torch::nn::functional::cross_entropy(logits, y).item<double>() * part.count;
+    auto hit = logits.argmax(1).eq(y);
+    auto ya = y.accessor<int64_t, 1>();
+    auto ha = hit.accessor<bool, 1>();
+    for (int64_t i = 0; i < part.count; ++i) {
+      r.per_class_count[ya[i]]++;
+      correct[ya[i]] += ha[i];
+    }
+  }
+  int64_t total_correct = 0;
+  for (int c = 0; c < classes; ++c) {
+    total_correct += correct[c];
+    r.per_class_accuracy[c] = r.per_class_count[c] ? static_cast<double>(correct[c]) / r.per_class_count[c] : 0;
+  }
+  r.accuracy = static_cast<double>(total_correct) / images.count;
+  r.loss = loss_sum / images.count;
+  if (was_training) net->train();
+  return r;
+}
+
+}  // namespace da::nn

@@ -1,0 +1,52 @@
+#pragma once
+// Training and evaluation of a Net on a Dataset.
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "nn/dataset.h"
+#include "nn/model.h"
+
+namespace da::nn {
+
+struct TrainOptions {
+  int epochs = 15;
+  int batch_size = 128;
+  double lr = 0.1;  // peak; one epoch of linear warm-up, then cosine decay to 0
+  double momentum = 0.9;
+  double weight_decay = 5e-4;
+  double label_smoothing = 0.0;
+  int pad = 2;        // random-crop padding in pixels (0: no crop)
+  bool flip = true;   // random horizontal flip
+  int64_t limit = 0;  // train on the first N training images only (0: all)
+  uint64_t seed = 1;
+  int threads = 0;    // 0: all cores
+  bool quiet = false; // no progress line
+
+  nlohmann::json ToJson() const;
+  // Throws UserError for values that cannot train (epochs < 1, lr <= 0, ...).
+  void Validate() const;
+};
+
+struct EpochLog {
+  int epoch;
+  double loss, train_accuracy, val_accuracy, seconds;
+};
+
+struct EvalResult {
+  double accuracy = 0, loss = 0;
+  std::vector<double> per_class_accuracy;
+  std::vector<int64_t> per_class_count;
+};
+
+// Trains `net` in place with SGD + momentum, cosine learning rate, weight decay and
+// crop/flip augmentation, validating after every epoch. Deterministic for a seed
+// and thread count (seed the global generator before building `net` to fix its
+// initial weights too, as TrainModelDir does).
+std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& opts);
+
+// Accuracy, mean cross-entropy and per-class accuracy of `net` (eval mode) on `images`.
+EvalResult Evaluate(Net& net, const Images& images, int classes, int batch_size = 500);
+
+}  // namespace da::nn

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# CLI behaviour: bad flags and bad inputs exit 2 with one line on stderr; a tiny
+# train -> eval -> export run works and --reuse skips retraining.
+set -u
+bin=${1:?usage: cli_test.sh path/to/deepadapter}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+
+# expect_error NAME TEXT ARGS...: exit code 2, one stderr line containing TEXT.
+expect_error() {
+  local name=$1 text=$2
+  shift 2
+  "$bin" "$@" >"$tmp/out" 2>"$tmp/err"
+  local rc=$? lines
+  lines=$(wc -l <"$tmp/err")
+  if [[ $rc -ne 2 || $lines -ne 1 ]] || ! grep -qi -- "$text" "$tmp/err"; then
+    echo "FAIL $name: rc=$rc, $lines stderr lines: $(head -c 300 "$tmp/err")"
+    fails=$((fails + 1))
+  else
+    echo "ok   $name: $(cat "$tmp/err")"
+  fi
+}
+
+# expect_ok NAME TEXT ARGS...: exit code 0 and TEXT on stdout.
+expect_ok() {
+  local name=$1 text=$2
+  shift 2
+  if "$bin" "$@" >"$tmp/out" 2>"$tmp/err" && grep -q -- "$text" "$tmp/out"; then
+    echo "ok   $name"
+  else
+    echo "FAIL $name: $(tail -c 300 "$tmp/err") $(head -c 300 "$tmp/out")"
+    fails=$((fails + 1))
+  fi
+}
+
+expect_error "no subcommand" "subcommand"
+expect_error "unknown subcommand" "subcommand" frobnicate
+expect_error "non-numeric epochs" "epochs" train --out "$tmp/x" --epochs abc
+expect_error "zero epochs" "epochs" train --out "$tmp/x" --epochs 0
+expect_error "unknown family" "family" train --out "$tmp/x" --family mlp
+expect_error "missing --out" "out" train
+expect_error "bad widths" "widths" train --out "$tmp/x" --widths "0,4/8"
+expect_error "missing data dir" "not found" train --out "$tmp/x" --data "$tmp/nodata"
+expect_error "negative lr" "lr" train --out "$tmp/x" --lr -1
+mkdir -p "$tmp/baddata"
+printf 'garbage' >"$tmp/baddata/train-images-idx3-ubyte.gz"
+expect_error "corrupt data file" "train-images-idx3-ubyte" train --out "$tmp/x" --data "$tmp/baddata"
+expect_error "eval of missing model" "not found" eval "$tmp/nomodel"
+expect_error "export of missing model" "not found" export "$tmp/nomodel"
+
+expect_ok "tiny train" "accuracy" train --widths "4/8 fc8" --epochs 1 --limit 300 --out "$tmp/m"
+for f in spec.json weights.pt metrics.json; do
+  [[ -s "$tmp/m/$f" ]] || { echo "FAIL train wrote no $f"; fails=$((fails + 1)); }
+done
+expect_ok "train --reuse skips training" "reused" train --widths "4/8 fc8" --epochs 1 --limit 300 --out "$tmp/m" --reuse
+expect_ok "train --reuse retrains on changed settings" "accuracy" train --widths "4/8 fc8" --epochs 1 --limit 200 --out "$tmp/m" --reuse
+grep -q reused "$tmp/out" && { echo "FAIL reuse despite a changed --limit"; fails=$((fails + 1)); }
+expect_ok "eval" "test accuracy" eval "$tmp/m"
+expect_ok "export" "model.onnx" export "$tmp/m"
+[[ -s "$tmp/m/model.onnx" ]] || { echo "FAIL export wrote no model.onnx"; fails=$((fails + 1)); }
+expect_error "export to an unwritable place" "cannot" export "$tmp/m" --out /proc/nope/model.onnx
+
+cp -r "$tmp/m" "$tmp/corrupt"
+printf 'not torch' >"$tmp/corrupt/weights.pt"
+expect_error "corrupt weights" "weights.pt" eval "$tmp/corrupt"
+printf '{"family": 3}' >"$tmp/corrupt/spec.json"
+expect_error "bad spec.json" "spec.json" eval "$tmp/corrupt"
+
+echo "$fails failure(s)"
+[[ $fails -eq 0 ]]
