@@ -44,6 +44,14 @@ TEST(Model, FusedNetComputesTheSameFunction) {
     EXPECT_LT((fused->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(),
               1e-4)
         << s.Summary();
+    // The edge's inference path (oneDNN tensors), for several batch sizes.
+    Net served = PrepareForInference(*net);
+    c10::InferenceMode mode;
+    for (int64_t n : {1, 5, 3}) {
+      auto out = served->forward(x.narrow(0, 0, n));
+      EXPECT_FALSE(out.is_mkldnn());
+      EXPECT_LT((out - expected.narrow(0, 0, n)).abs().max().item<float>(), 1e-4) << s.Summary() << " batch " << n;
+    }
   }
 }
 

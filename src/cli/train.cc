@@ -24,12 +24,12 @@ void AddTrain(CLI::App& app) {
                   "resnet \"16:16,16,16/32:32,32,32/64:64,64,64\" (residual:inner,...)");
   cmd->add_option("--data", f->data, "Dataset directory (Fashion-MNIST IDX or CIFAR-10 binary)")->capture_default_str();
   cmd->add_option("--out", f->out, "Model directory to write")->required();
-  cmd->add_option("--epochs", f->opts.epochs, "Epochs")->capture_default_str()->check(CLI::Range(1, 10000));
+  cmd->add_option("--epochs", f->opts.epochs, "Epochs (default: 15 for vgg, 18 for resnet)")->check(CLI::Range(1, 10000));
   cmd->add_option("--batch-size", f->opts.batch_size, "Batch size")->capture_default_str()->check(CLI::Range(1, 65536));
   cmd->add_option("--lr", f->opts.lr, "Peak learning rate (1 epoch warm-up, cosine decay)")->capture_default_str();
   cmd->add_option("--momentum", f->opts.momentum, "SGD momentum (Nesterov)")->capture_default_str();
   cmd->add_option("--weight-decay", f->opts.weight_decay, "Weight decay")->capture_default_str();
-  cmd->add_option("--label-smoothing", f->opts.label_smoothing, "Label smoothing")->capture_default_str();
+  cmd->add_option("--label-smoothing", f->opts.label_smoothing, "Label smoothing (default: 0 for vgg, 0.1 for resnet)");
   cmd->add_option("--pad", f->opts.pad, "Random-crop padding in pixels (0: no crop)")->capture_default_str()->check(CLI::Range(0, 16));
   cmd->add_flag("--no-flip", f->no_flip, "No random horizontal flips");
   cmd->add_option("--limit", f->opts.limit, "Train on the first N training images only (0: all)")->capture_default_str()->check(CLI::NonNegativeNumber);
@@ -37,8 +37,11 @@ void AddTrain(CLI::App& app) {
   cmd->add_option("--seed", f->opts.seed, "Random seed")->capture_default_str();
   cmd->add_option("--threads", f->opts.threads, "Threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
   cmd->add_flag("--reuse", f->reuse, "Keep --out as it is when it already holds a model trained with the same spec, options and data");
-  cmd->callback([f] {
+  cmd->callback([f, cmd] {
     f->opts.flip = !f->no_flip;
+    const nn::TrainOptions defaults = nn::DefaultTrainOptions(nn::ParseFamily(f->family));
+    if (cmd->count("--epochs") == 0) f->opts.epochs = defaults.epochs;
+    if (cmd->count("--label-smoothing") == 0) f->opts.label_smoothing = defaults.label_smoothing;
     f->opts.Validate();
     nn::Dataset data = nn::LoadDataset(f->data, f->val_size);
     nn::ModelSpec spec = nn::ModelSpec::Default(nn::ParseFamily(f->family), data.train.channels, data.train.height,

@@ -31,18 +31,6 @@ std::string RunCommand(const std::string& cmd) {
 }
 }  // namespace
 
-Net PrepareForInference(NetImpl& net) {
-  Net fused = net.fused() ? Net(net.spec(), true) : Fuse(net);
-  if (net.fused()) {
-    torch::NoGradGuard g;
-    auto src = net.named_parameters();
-    for (auto& p : fused->named_parameters()) p.value().copy_(src[p.key()]);
-  }
-  fused->eval();
-  fused->ToChannelsLast();
-  return fused;
-}
-
 InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
   InferBenchResult r;
   r.threads = opts.threads > 0 ? opts.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -51,7 +39,7 @@ InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
   Net model = PrepareForInference(net);
   {
     c10::InferenceMode guard;
-    auto x1 = torch::rand({1, s.channels, s.height, s.width}).contiguous(torch::MemoryFormat::ChannelsLast);
+    auto x1 = torch::rand({1, s.channels, s.height, s.width});
     for (int i = 0; i < 20; ++i) model->forward(x1);
     std::vector<double> t;
     for (int i = 0; i < opts.runs; ++i) {
@@ -61,7 +49,7 @@ InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
     }
     std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
     r.ours_latency_ms = 1e3 * t[t.size() / 2];
-    auto xb = torch::rand({opts.batch, s.channels, s.height, s.width}).contiguous(torch::MemoryFormat::ChannelsLast);
+    auto xb = torch::rand({opts.batch, s.channels, s.height, s.width});
     for (int i = 0; i < 3; ++i) model->forward(xb);
     int64_t images = 0;
     double t0 = Now(), t1 = t0;

@@ -1,7 +1,7 @@
 #pragma once
-// Server-side inference speed: our path (the deployed net the edge runs: BN folded,
-// channels-last, libtorch inference mode) against onnxruntime (native, through
-// onnxruntime-node) on the same exported model, measured in one run.
+// Server-side inference speed: our path (PrepareForInference: the deployed net the
+// edge runs) against onnxruntime (native, through onnxruntime-node) on the same
+// exported model, measured in one run.
 #include <string>
 
 #include "nn/model.h"
@@ -21,9 +21,6 @@ struct InferBenchResult {
   double ours_latency_ms = 0, ort_latency_ms = 0;  // median, batch 1
   double ours_throughput = 0, ort_throughput = 0;  // images/s at `batch`
 };
-
-// Prepares `net` for our inference path: fused, eval, channels-last.
-Net PrepareForInference(NetImpl& net);
 
 // Throws UserError when node or onnxruntime-node cannot run.
 InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts);

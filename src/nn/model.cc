@@ -48,14 +48,20 @@ torch::Tensor NetImpl::forward(torch::Tensor x) {
     throw UserError("input of shape " + c10::str(x.sizes()) + " does not match model input [N, " +
                     std::to_string(spec_.channels) + ", " + std::to_string(spec_.height) + ", " +
                     std::to_string(spec_.width) + "]");
+  const bool mkldnn = !mkldnn_weight_.empty();
   std::vector<torch::Tensor> v(layers_.size() + 1);
-  v[0] = std::move(x);
+  v[0] = mkldnn ? x.contiguous().to_mkldnn() : std::move(x);
   for (size_t i = 0; i < layers_.size(); ++i) {
     const Layer& l = layers_[i];
     torch::Tensor y;
     switch (l.kind) {
       case Layer::Kind::kConv:
-        y = conv_[i]->forward(v[l.input]);
+        if (mkldnn) {
+          const int64_t p = l.kernel / 2, st = l.stride;
+          y = at::mkldnn_convolution(v[l.input], mkldnn_weight_[i], conv_[i]->bias, {p, p}, {st, st}, {1, 1}, 1);
+        } else {
+          y = conv_[i]->forward(v[l.input]);
+        }
         if (!fused_) y = bn_[i]->forward(y);
         if (l.relu) y = torch::relu_(y);
         break;
@@ -67,7 +73,7 @@ torch::Tensor NetImpl::forward(torch::Tensor x) {
         if (l.relu) y = torch::relu_(y);
         break;
       case Layer::Kind::kGlobalAvgPool:
-        y = v[l.input].mean({2, 3});
+        y = (mkldnn ? v[l.input].to_dense() : v[l.input]).mean({2, 3});
         break;
       case Layer::Kind::kLinear:
         y = linear_[i]->forward(v[l.input]);
@@ -86,6 +92,19 @@ void NetImpl::ToChannelsLast() {
   torch::NoGradGuard g;
   for (auto& p : parameters())
     if (p.dim() == 4) p.set_data(p.contiguous(torch::MemoryFormat::ChannelsLast));
+}
+
+void NetImpl::ToMkldnn() {
+  if (!fused_) throw std::logic_error("ToMkldnn: only fused nets run on oneDNN tensors");
+  torch::NoGradGuard g;
+  mkldnn_weight_.assign(layers_.size(), torch::Tensor());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const Layer& l = layers_[i];
+    if (l.kind != Layer::Kind::kConv) continue;
+    const int64_t p = l.kernel / 2, st = l.stride;
+    mkldnn_weight_[i] =
+        at::mkldnn_reorder_conv2d_weight(conv_[i]->weight.contiguous().to_mkldnn(), {p, p}, {st, st}, {1, 1}, 1);
+  }
 }
 
 Net Fuse(NetImpl& net) {
@@ -109,6 +128,21 @@ Net Fuse(NetImpl& net) {
       dst[l.name + ".bias"].copy_(src[l.name + ".bias"]);
     }
   }
+  return out;
+}
+
+Net PrepareForInference(NetImpl& net) {
+  Net out = nullptr;
+  if (net.fused()) {
+    out = Net(net.spec(), true);
+    torch::NoGradGuard g;
+    auto src = net.named_parameters();
+    for (auto& p : out->named_parameters()) p.value().copy_(src[p.key()]);
+  } else {
+    out = Fuse(net);
+  }
+  out->eval();
+  out->ToMkldnn();
   return out;
 }
 

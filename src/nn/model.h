@@ -24,6 +24,11 @@ class NetImpl : public torch::nn::Module {
   // Stores 4-d weights (and expects inputs) in channels-last layout: 3-10x faster
   // convolutions with oneDNN on CPU.
   void ToChannelsLast();
+  // Inference only (fused nets): keeps conv weights pre-reordered in oneDNN's
+  // blocked layout and runs convolutions, pooling and additions on oneDNN
+  // tensors, converting to dense only before global pooling. Inputs stay dense NCHW.
+  void ToMkldnn();
+  bool mkldnn() const { return !mkldnn_weight_.empty(); }
 
  private:
   ModelSpec spec_;
@@ -33,11 +38,16 @@ class NetImpl : public torch::nn::Module {
   std::vector<torch::nn::Conv2d> conv_;
   std::vector<torch::nn::BatchNorm2d> bn_;
   std::vector<torch::nn::Linear> linear_;
+  std::vector<torch::Tensor> mkldnn_weight_;  // per conv layer, after ToMkldnn()
 };
 TORCH_MODULE(Net);
 
 // Returns the deployed form of a trained net: same function in eval mode, BN folded.
 Net Fuse(NetImpl& net);
+
+// Our server-side inference path: a copy of `net`, fused, in eval mode, on oneDNN
+// tensors (ToMkldnn). Run it under c10::InferenceMode with dense NCHW inputs.
+Net PrepareForInference(NetImpl& net);
 
 // Sets the number of threads libtorch uses; 0 means all cores.
 void SetThreads(int threads);

@@ -8,6 +8,15 @@
 
 namespace da::nn {
 
+TrainOptions DefaultTrainOptions(Family family) {
+  TrainOptions o;
+  if (family == Family::kResnet) {
+    o.epochs = 18;
+    o.label_smoothing = 0.1;
+  }
+  return o;
+}
+
 nlohmann::json TrainOptions::ToJson() const {
   return {{"epochs", epochs},   {"batch_size", batch_size},     {"lr", lr},
           {"momentum", momentum}, {"weight_decay", weight_decay}, {"label_smoothing", label_smoothing},

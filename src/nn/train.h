@@ -29,6 +29,10 @@ struct TrainOptions {
   void Validate() const;
 };
 
+// The options with which a family's default model reaches its accuracy target
+// within 20 minutes on 2 cores (docs/RESULTS.md): epochs and label smoothing differ.
+TrainOptions DefaultTrainOptions(Family family);
+
 struct EpochLog {
   int epoch;
   double loss, train_accuracy, val_accuracy, seconds;

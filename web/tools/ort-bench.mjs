@@ -4,7 +4,7 @@
 import * as ort from 'onnxruntime-node';
 import { readFileSync } from 'node:fs';
 
-const [model, threads, runs, batch, seconds, c, h, w] = process.argv.slice(2);
+const [model, threads, runs, batch, seconds, c, h, w] = process.argv.slice(2).map((v, i) => (i ? Number(v) : v));
 if (!model || ![threads, runs, batch, seconds, c, h, w].every((v) => +v > 0)) {
   console.error('usage: node ort-bench.mjs MODEL.onnx THREADS RUNS BATCH SECONDS C H W');
   process.exit(2);
