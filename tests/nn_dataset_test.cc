@@ -24,7 +24,8 @@ std::string Idx(uint32_t magic, std::vector<uint32_t> dims, const std::vector<ui
 }
 
 void WriteRaw(const fs::path& p, const std::string& bytes) {
-  std::ofstream(p, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(p, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
 void WriteGz(const fs::path& p, const std::string& bytes) {
@@ -36,9 +37,10 @@ void WriteGz(const fs::path& p, const std::string& bytes) {
 class DatasetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("da_ds_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
-            std::to_string(::getpid()));
+    dir_ =
+        fs::temp_directory_path() /
+        ("da_ds_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()) +
+         std::to_string(::getpid()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
   }
@@ -114,7 +116,8 @@ TEST_F(DatasetTest, MissingDirectory) {
 
 TEST_F(DatasetTest, BadMagic) {
   WriteMnist(30, 10);
-  WriteGz(dir_ / "train-images-idx3-ubyte.gz", Idx(0x801, {30, 28, 28}, std::vector<uint8_t>(30 * 784)));
+  WriteGz(dir_ / "train-images-idx3-ubyte.gz",
+          Idx(0x801, {30, 28, 28}, std::vector<uint8_t>(30 * 784)));
   ExpectError({"train-images-idx3-ubyte", "bad magic"});
 }
 
@@ -126,7 +129,8 @@ TEST_F(DatasetTest, ImageAndLabelCountsDisagree) {
 
 TEST_F(DatasetTest, ShortRead) {
   WriteMnist(30, 10);
-  WriteGz(dir_ / "t10k-images-idx3-ubyte.gz", Idx(0x803, {10, 28, 28}, std::vector<uint8_t>(10 * 784 - 7)));
+  WriteGz(dir_ / "t10k-images-idx3-ubyte.gz",
+          Idx(0x803, {10, 28, 28}, std::vector<uint8_t>(10 * 784 - 7)));
   ExpectError({"t10k-images-idx3-ubyte", "truncated"});
 }
 
@@ -181,7 +185,8 @@ TEST_F(DatasetTest, LoadsCifarBatchesAndRejectsTruncatedOnes) {
     }
     return out;
   };
-  for (int b = 1; b <= 5; ++b) WriteRaw(dir_ / ("data_batch_" + std::to_string(b) + ".bin"), records(4, b * 10));
+  for (int b = 1; b <= 5; ++b)
+    WriteRaw(dir_ / ("data_batch_" + std::to_string(b) + ".bin"), records(4, b * 10));
   WriteRaw(dir_ / "test_batch.bin", records(3, 100));
   auto d = LoadDataset(dir_.string(), 5);
   EXPECT_EQ(d.name, "cifar10");

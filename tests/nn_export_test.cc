@@ -18,8 +18,9 @@ namespace fs = std::filesystem;
 namespace {
 void WriteFloats(const fs::path& p, const torch::Tensor& t) {
   auto c = t.contiguous();
-  da::WriteFileAtomic(p.string(), std::string_view(reinterpret_cast<const char*>(c.data_ptr<float>()),
-                                                   static_cast<size_t>(c.numel()) * sizeof(float)));
+  da::WriteFileAtomic(p.string(),
+                      std::string_view(reinterpret_cast<const char*>(c.data_ptr<float>()),
+                                       static_cast<size_t>(c.numel()) * sizeof(float)));
 }
 }  // namespace
 
@@ -37,7 +38,8 @@ TEST(Export, OnnxruntimeMatchesLibtorch) {
     const ModelSpec& s = specs[i];
     Net net(s);
     da::test::RandomizeBatchNorm(*net);
-    torch::Tensor x = s.channels == 1 ? ToTensor(fmnist) : torch::rand({100, s.channels, s.height, s.width});
+    torch::Tensor x =
+        s.channels == 1 ? ToTensor(fmnist) : torch::rand({100, s.channels, s.height, s.width});
     torch::Tensor logits;
     {
       torch::NoGradGuard g;
@@ -45,10 +47,13 @@ TEST(Export, OnnxruntimeMatchesLibtorch) {
     }
     std::string name = "m" + std::to_string(i);
     ExportOnnx(*net, (dir / (name + ".onnx")).string());
-    EXPECT_EQ(static_cast<int64_t>(fs::file_size(dir / (name + ".onnx"))), OnnxBytes(s)) << s.Summary();
+    EXPECT_EQ(static_cast<int64_t>(fs::file_size(dir / (name + ".onnx"))), OnnxBytes(s))
+        << s.Summary();
     WriteFloats(dir / (name + ".input"), x);
     WriteFloats(dir / (name + ".logits"), logits);
-    cases.push_back({{"name", name}, {"summary", s.Summary()}, {"shape", {100, s.channels, s.height, s.width}},
+    cases.push_back({{"name", name},
+                     {"summary", s.Summary()},
+                     {"shape", {100, s.channels, s.height, s.width}},
                      {"classes", s.classes}});
   }
   da::WriteFileAtomic((dir / "cases.json").string(), cases.dump());

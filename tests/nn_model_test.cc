@@ -41,7 +41,10 @@ TEST(Model, FusedNetComputesTheSameFunction) {
     Net fused = Fuse(*net);
     EXPECT_LT((fused->forward(x) - expected).abs().max().item<float>(), 1e-4) << s.Summary();
     fused->ToChannelsLast();
-    EXPECT_LT((fused->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected).abs().max().item<float>(),
+    EXPECT_LT((fused->forward(x.contiguous(torch::MemoryFormat::ChannelsLast)) - expected)
+                  .abs()
+                  .max()
+                  .item<float>(),
               1e-4)
         << s.Summary();
     // The edge's inference path (oneDNN tensors), for several batch sizes.
@@ -50,7 +53,8 @@ TEST(Model, FusedNetComputesTheSameFunction) {
     for (int64_t n : {1, 5, 3}) {
       auto out = served->forward(x.narrow(0, 0, n));
       EXPECT_FALSE(out.is_mkldnn());
-      EXPECT_LT((out - expected.narrow(0, 0, n)).abs().max().item<float>(), 1e-4) << s.Summary() << " batch " << n;
+      EXPECT_LT((out - expected.narrow(0, 0, n)).abs().max().item<float>(), 1e-4)
+          << s.Summary() << " batch " << n;
     }
   }
 }

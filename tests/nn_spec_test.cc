@@ -34,7 +34,8 @@ TEST(Spec, BadWidthTextIsUserError) {
   for (std::string bad : {"", "0,3", "a,b", "3,,4", "3/", "-1", "32 fc0", "99999999"})
     EXPECT_THROW(v.WithWidths(bad), da::UserError) << bad;
   ModelSpec r = ModelSpec::Default(Family::kResnet);
-  for (std::string bad : {"16,16", "16:", "16:16 fc3", "0:1"}) EXPECT_THROW(r.WithWidths(bad), da::UserError) << bad;
+  for (std::string bad : {"16,16", "16:", "16:16 fc3", "0:1"})
+    EXPECT_THROW(r.WithWidths(bad), da::UserError) << bad;
 }
 
 TEST(Spec, BadJsonIsUserError) {
@@ -76,13 +77,15 @@ TEST(Spec, CountsMatchHandComputation) {
   s.channels = 1, s.height = s.width = 4, s.classes = 2;
   EXPECT_EQ(s.Params(), (1 * 2 * 9 + 2) + (2 * 3 * 9 + 3) + (3 * 4 + 4) + (4 * 2 + 2));
   EXPECT_EQ(s.Macs(), 1 * 2 * 9 * 16 + 2 * 3 * 9 * 4 + 3 * 4 + 4 * 2);
-  // resnet: stem 1->2 at 4x4; block (2->3->2, identity); stage 2 at 2x2: block 2->1->2 + proj 2->2; cls.
+  // resnet: stem 1->2 at 4x4; block (2->3->2, identity); stage 2 at 2x2: block 2->1->2 + proj 2->2;
+  // cls.
   ModelSpec r;
   r.family = Family::kResnet;
   r.stages = {{3}, {1}};
   r.residual = {2, 2};
   r.channels = 1, r.height = r.width = 4, r.classes = 2;
-  EXPECT_EQ(r.Params(), (1 * 2 * 9 + 2) + (2 * 3 * 9 + 3) + (3 * 2 * 9 + 2) + (2 * 1 * 9 + 1) + (1 * 2 * 9 + 2) +
-                            (2 * 2 + 2) + (2 * 2 + 2));
-  EXPECT_EQ(r.Macs(), 16 * (1 * 2 * 9 + 2 * 3 * 9 + 3 * 2 * 9) + 4 * (2 * 1 * 9 + 1 * 2 * 9 + 2 * 2) + 2 * 2);
+  EXPECT_EQ(r.Params(), (1 * 2 * 9 + 2) + (2 * 3 * 9 + 3) + (3 * 2 * 9 + 2) + (2 * 1 * 9 + 1) +
+                            (1 * 2 * 9 + 2) + (2 * 2 + 2) + (2 * 2 + 2));
+  EXPECT_EQ(r.Macs(),
+            16 * (1 * 2 * 9 + 2 * 3 * 9 + 3 * 2 * 9) + 4 * (2 * 1 * 9 + 1 * 2 * 9 + 2 * 2) + 2 * 2);
 }

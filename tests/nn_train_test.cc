@@ -3,8 +3,8 @@
 #include <filesystem>
 
 #include "common/error.h"
-#include "nn/model_dir.h"
 #include "common/fs.h"
+#include "nn/model_dir.h"
 #include "nn/onnx_export.h"
 
 using namespace da::nn;
@@ -86,8 +86,8 @@ TEST(ModelDir, TrainSaveLoadKeepsAccuracyAndRecordsMetrics) {
   TrainOptions o = Tiny();
   o.epochs = 1;
   auto metrics = TrainModelDir(TinyVgg(), Data(), o, dir.string());
-  for (auto key : {"val_accuracy", "test_accuracy", "test_per_class_accuracy", "params", "macs", "bytes",
-                   "train_seconds", "train", "spec", "epochs"})
+  for (auto key : {"val_accuracy", "test_accuracy", "test_per_class_accuracy", "params", "macs",
+                   "bytes", "train_seconds", "train", "spec", "epochs"})
     EXPECT_TRUE(metrics.contains(key)) << key;
   EXPECT_EQ(metrics["bytes"].get<int64_t>(), OnnxBytes(TinyVgg()));
   EXPECT_EQ(ReadMetrics(dir.string()), metrics);

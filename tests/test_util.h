@@ -29,8 +29,10 @@ inline void RandomizeBatchNorm(nn::NetImpl& net) {
   for (int i = 0; i < 30; ++i) net.forward(torch::rand({16, s.channels, s.height, s.width}));
   for (auto& p : net.named_parameters())
     if (p.key().find(".bn.") != std::string::npos) {
-      if (p.key().ends_with("weight")) p.value().uniform_(0.5, 1.5);
-      else p.value().uniform_(-0.2, 0.2);
+      if (p.key().ends_with("weight"))
+        p.value().uniform_(0.5, 1.5);
+      else
+        p.value().uniform_(-0.2, 0.2);
     }
   // Scale the classifier so logits have a trained model's spread (std ~5).
   net.eval();

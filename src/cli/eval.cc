@@ -12,18 +12,22 @@ void AddEval(CLI::App& app) {
     int threads = 0;
   };
   auto f = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand("eval", "Print a model's test accuracy, per-class accuracy, params, MACs and bytes");
+  auto* cmd = app.add_subcommand(
+      "eval", "Print a model's test accuracy, per-class accuracy, params, MACs and bytes");
   cmd->add_option("dir", f->dir, "Model directory")->required();
   cmd->add_option("--data", f->data, "Dataset directory")->capture_default_str();
-  cmd->add_option("--threads", f->threads, "Threads (0: all cores)")->capture_default_str()->check(CLI::Range(0, 1024));
+  cmd->add_option("--threads", f->threads, "Threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
   cmd->callback([f] {
     nn::SetThreads(f->threads);
     nn::Net net = nn::LoadModelDir(f->dir);
     nn::Dataset data = nn::LoadDataset(f->data);
     const nn::ModelSpec& spec = net->spec();
-    if (spec.channels != data.test.channels || spec.height != data.test.height || spec.width != data.test.width ||
-        spec.classes != data.Classes())
-      throw UserError(f->dir + ": model input does not match the " + data.name + " images in " + f->data);
+    if (spec.channels != data.test.channels || spec.height != data.test.height ||
+        spec.width != data.test.width || spec.classes != data.Classes())
+      throw UserError(f->dir + ": model input does not match the " + data.name + " images in " +
+                      f->data);
     net->ToChannelsLast();
     nn::EvalResult r = nn::Evaluate(net, data.test, data.Classes());
     std::printf("model          %s\n", f->dir.c_str());
@@ -31,8 +35,8 @@ void AddEval(CLI::App& app) {
     std::printf("test accuracy  %.2f%%  (%lld %s test images)\n", 100 * r.accuracy,
                 static_cast<long long>(data.test.count), data.name.c_str());
     for (int c = 0; c < data.Classes(); ++c)
-      std::printf("  %-12s %6.2f%%  (%lld)\n", data.class_names[c].c_str(), 100 * r.per_class_accuracy[c],
-                  static_cast<long long>(r.per_class_count[c]));
+      std::printf("  %-12s %6.2f%%  (%lld)\n", data.class_names[c].c_str(),
+                  100 * r.per_class_accuracy[c], static_cast<long long>(r.per_class_count[c]));
     std::printf("params         %s\n", Thousands(spec.Params()).c_str());
     std::printf("MACs           %s\n", Thousands(spec.Macs()).c_str());
     std::printf("bytes          %s (ONNX)\n", Thousands(nn::OnnxBytes(spec)).c_str());

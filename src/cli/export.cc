@@ -12,15 +12,17 @@ void AddExport(CLI::App& app) {
     std::string dir, out;
   };
   auto f = std::make_shared<Flags>();
-  auto* cmd = app.add_subcommand("export", "Export a model directory as ONNX (opset 13, BN folded, dynamic batch)");
+  auto* cmd = app.add_subcommand(
+      "export", "Export a model directory as ONNX (opset 13, BN folded, dynamic batch)");
   cmd->add_option("dir", f->dir, "Model directory")->required();
   cmd->add_option("--out", f->out, "ONNX file to write (default: DIR/model.onnx)");
   cmd->callback([f] {
     nn::Net net = nn::LoadModelDir(f->dir);
-    std::string out = f->out.empty() ? (std::filesystem::path(f->dir) / nn::kOnnxFile).string() : f->out;
+    std::string out =
+        f->out.empty() ? (std::filesystem::path(f->dir) / nn::kOnnxFile).string() : f->out;
     nn::ExportOnnx(*net, out);
-    std::printf("%s  (%s bytes, %s)\n", out.c_str(), Thousands(std::filesystem::file_size(out)).c_str(),
-                net->spec().Summary().c_str());
+    std::printf("%s  (%s bytes, %s)\n", out.c_str(),
+                Thousands(std::filesystem::file_size(out)).c_str(), net->spec().Summary().c_str());
   });
 }
 

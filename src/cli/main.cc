@@ -16,7 +16,8 @@ std::string Thousands(long long n) {
 }  // namespace da::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{"DeepAdapter: context-aware deep learning for the mobile web (browser + edge + cloud)."};
+  CLI::App app{
+      "DeepAdapter: context-aware deep learning for the mobile web (browser + edge + cloud)."};
   app.require_subcommand(1);
   da::cli::AddTrain(app);
   da::cli::AddEval(app);

@@ -32,7 +32,9 @@ void WriteFileAtomic(const std::string& path, std::string_view data) {
   fs::path target(path);
   std::error_code ec;
   if (target.has_parent_path()) fs::create_directories(target.parent_path(), ec);
-  if (ec) throw UserError("cannot create directory " + target.parent_path().string() + ": " + ec.message());
+  if (ec)
+    throw UserError("cannot create directory " + target.parent_path().string() + ": " +
+                    ec.message());
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw UserError(Errno("cannot create", tmp));

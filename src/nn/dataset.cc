@@ -18,7 +18,8 @@ Images Images::Slice(int64_t begin, int64_t end) const {
   out.channels = channels;
   out.height = height;
   out.width = width;
-  out.pixels.assign(pixels.begin() + begin * PixelsPerImage(), pixels.begin() + end * PixelsPerImage());
+  out.pixels.assign(pixels.begin() + begin * PixelsPerImage(),
+                    pixels.begin() + end * PixelsPerImage());
   out.labels.assign(labels.begin() + begin, labels.begin() + end);
   return out;
 }
@@ -76,7 +77,8 @@ Images LoadIdxPair(const std::string& images_path, const std::string& labels_pat
     throw UserError(labels_path + ": has " + std::to_string(lab.dims[0]) + " labels but " +
                     images_path + " has " + std::to_string(img.dims[0]) + " images");
   for (uint8_t l : lab.data)
-    if (l >= classes) throw UserError(labels_path + ": label " + std::to_string(l) + " out of range");
+    if (l >= classes)
+      throw UserError(labels_path + ": label " + std::to_string(l) + " out of range");
   Images out;
   out.count = img.dims[0];
   out.channels = 1;
@@ -102,8 +104,9 @@ void AppendCifar(const std::string& path, Images& out) {
   for (int64_t i = 0; i < n; ++i) {
     const char* rec = bytes.data() + i * kCifarRecord;
     auto label = static_cast<uint8_t>(rec[0]);
-    if (label >= 10) throw UserError(path + ": record " + std::to_string(i) + " has label " +
-                                     std::to_string(label) + ", expected 0-9");
+    if (label >= 10)
+      throw UserError(path + ": record " + std::to_string(i) + " has label " +
+                      std::to_string(label) + ", expected 0-9");
     out.labels.push_back(label);
     out.pixels.insert(out.pixels.end(), rec + 1, rec + kCifarRecord);
   }
@@ -113,7 +116,8 @@ void AppendCifar(const std::string& path, Images& out) {
 Dataset SplitValidation(Dataset d, const std::string& dir, int64_t val_count) {
   if (val_count < 1 || d.train.count <= val_count)
     throw UserError(dir + ": training set has " + std::to_string(d.train.count) +
-                    " images, need more than the " + std::to_string(val_count) + " held out for validation");
+                    " images, need more than the " + std::to_string(val_count) +
+                    " held out for validation");
   Images all = std::move(d.train);
   d.train = all.Slice(0, all.count - val_count);
   d.val = all.Slice(all.count - val_count, all.count);
@@ -128,11 +132,14 @@ IdxArray ReadIdx(const std::string& path, int expected_rank) {
   uint32_t magic = BigEndian32(bytes, 0);
   int rank = static_cast<int>(magic & 0xff);
   if ((magic >> 8) != 0x08 || rank != expected_rank)
-    throw UserError(path + ": bad magic number 0x" + [&] {
-      char b[16];
-      std::snprintf(b, sizeof b, "%08x", magic);
-      return std::string(b);
-    }() + " (expected unsigned-byte IDX with " + std::to_string(expected_rank) + " dimensions)");
+    throw UserError(path + ": bad magic number 0x" +
+                    [&] {
+                      char b[16];
+                      std::snprintf(b, sizeof b, "%08x", magic);
+                      return std::string(b);
+                    }() +
+                    " (expected unsigned-byte IDX with " + std::to_string(expected_rank) +
+                    " dimensions)");
   size_t header = 4 + 4 * static_cast<size_t>(rank);
   if (bytes.size() < header) throw UserError(path + ": truncated IDX header");
   IdxArray out;
@@ -144,9 +151,10 @@ IdxArray ReadIdx(const std::string& path, int expected_rank) {
     total *= d;
   }
   if (bytes.size() - header != total)
-    throw UserError(path + ": header promises " + std::to_string(total) + " bytes of data, file has " +
-                    std::to_string(bytes.size() - header) +
-                    (bytes.size() - header < total ? " (short read / truncated)" : " (trailing bytes)"));
+    throw UserError(
+        path + ": header promises " + std::to_string(total) + " bytes of data, file has " +
+        std::to_string(bytes.size() - header) +
+        (bytes.size() - header < total ? " (short read / truncated)" : " (trailing bytes)"));
   out.data.assign(bytes.begin() + static_cast<std::ptrdiff_t>(header), bytes.end());
   return out;
 }
@@ -155,19 +163,22 @@ Dataset LoadDataset(const std::string& dir, int64_t val_count) {
   if (!fs::is_directory(dir)) throw UserError(dir + ": data directory not found");
   Dataset d;
   d.dir = fs::absolute(dir).lexically_normal().string();
-  if (fs::exists(fs::path(dir) / "data_batch_1.bin") || fs::exists(fs::path(dir) / "test_batch.bin")) {
+  if (fs::exists(fs::path(dir) / "data_batch_1.bin") ||
+      fs::exists(fs::path(dir) / "test_batch.bin")) {
     d.name = "cifar10";
-    d.class_names = {"airplane", "automobile", "bird", "cat", "deer",
-                     "dog", "frog", "horse", "ship", "truck"};
+    d.class_names = {"airplane", "automobile", "bird",  "cat",  "deer",
+                     "dog",      "frog",       "horse", "ship", "truck"};
     for (int i = 1; i <= 5; ++i)
       AppendCifar((fs::path(dir) / ("data_batch_" + std::to_string(i) + ".bin")).string(), d.train);
     AppendCifar((fs::path(dir) / "test_batch.bin").string(), d.test);
   } else {
     d.name = "fashion-mnist";
     d.class_names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"};
-    d.train = LoadIdxPair(FindFile(dir, "train-images-idx3-ubyte"), FindFile(dir, "train-labels-idx1-ubyte"), 10);
-    d.test = LoadIdxPair(FindFile(dir, "t10k-images-idx3-ubyte"), FindFile(dir, "t10k-labels-idx1-ubyte"), 10);
+                     "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+    d.train = LoadIdxPair(FindFile(dir, "train-images-idx3-ubyte"),
+                          FindFile(dir, "train-labels-idx1-ubyte"), 10);
+    d.test = LoadIdxPair(FindFile(dir, "t10k-images-idx3-ubyte"),
+                         FindFile(dir, "t10k-labels-idx1-ubyte"), 10);
     if (d.test.height != d.train.height || d.test.width != d.train.width)
       throw UserError(dir + ": test images are " + std::to_string(d.test.height) + "x" +
                       std::to_string(d.test.width) + " but training images are " +

@@ -9,10 +9,11 @@
 namespace da::nn {
 
 struct InferBenchOptions {
-  int threads = 0;       // both runtimes; 0: all cores
-  int runs = 300;        // batch-1 timings (median is reported)
-  int batch = 64;        // throughput batch size
-  double seconds = 3.0;  // time spent measuring throughput, per runtime
+  int threads = 0;         // both runtimes; 0: all cores
+  int runs = 300;          // batch-1 timings (median is reported)
+  int batch = 64;          // throughput batch size
+  double seconds = 2.0;    // time spent measuring throughput, per runtime and round
+  int rounds = 3;          // alternating rounds (ours, onnxruntime); medians are reported
   std::string ort_script;  // web/tools/ort-bench.mjs
 };
 
@@ -20,6 +21,7 @@ struct InferBenchResult {
   int threads = 0;
   double ours_latency_ms = 0, ort_latency_ms = 0;  // median, batch 1
   double ours_throughput = 0, ort_throughput = 0;  // images/s at `batch`
+  double latency_ratio = 0, throughput_ratio = 0;  // ours / onnxruntime, median over rounds
 };
 
 // Throws UserError when node or onnxruntime-node cannot run.

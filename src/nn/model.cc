@@ -58,7 +58,8 @@ torch::Tensor NetImpl::forward(torch::Tensor x) {
       case Layer::Kind::kConv:
         if (mkldnn) {
           const int64_t p = l.kernel / 2, st = l.stride;
-          y = at::mkldnn_convolution(v[l.input], mkldnn_weight_[i], conv_[i]->bias, {p, p}, {st, st}, {1, 1}, 1);
+          y = at::mkldnn_convolution(v[l.input], mkldnn_weight_[i], conv_[i]->bias, {p, p},
+                                     {st, st}, {1, 1}, 1);
         } else {
           y = conv_[i]->forward(v[l.input]);
         }
@@ -102,8 +103,8 @@ void NetImpl::ToMkldnn() {
     const Layer& l = layers_[i];
     if (l.kind != Layer::Kind::kConv) continue;
     const int64_t p = l.kernel / 2, st = l.stride;
-    mkldnn_weight_[i] =
-        at::mkldnn_reorder_conv2d_weight(conv_[i]->weight.contiguous().to_mkldnn(), {p, p}, {st, st}, {1, 1}, 1);
+    mkldnn_weight_[i] = at::mkldnn_reorder_conv2d_weight(conv_[i]->weight.contiguous().to_mkldnn(),
+                                                         {p, p}, {st, st}, {1, 1}, 1);
   }
 }
 
@@ -152,8 +153,9 @@ void SetThreads(int threads) {
 }
 
 torch::Tensor ToTensor(const Images& images) {
-  auto t = torch::from_blob(const_cast<uint8_t*>(images.pixels.data()),
-                            {images.count, images.channels, images.height, images.width}, torch::kUInt8);
+  auto t =
+      torch::from_blob(const_cast<uint8_t*>(images.pixels.data()),
+                       {images.count, images.channels, images.height, images.width}, torch::kUInt8);
   return t.to(torch::kFloat32).div_(255.0f);
 }
 
@@ -192,8 +194,8 @@ void LoadWeights(NetImpl& net, const std::string& path) {
       throw UserError(path + ": has no tensor '" + name + "' (weights do not match spec.json)");
     }
     if (!t.sizes().equals(dst.sizes()) || t.scalar_type() != dst.scalar_type())
-      throw UserError(path + ": tensor '" + name + "' has shape " + c10::str(t.sizes()) + ", spec needs " +
-                      c10::str(dst.sizes()));
+      throw UserError(path + ": tensor '" + name + "' has shape " + c10::str(t.sizes()) +
+                      ", spec needs " + c10::str(dst.sizes()));
     if (!torch::isfinite(t).all().item<bool>())
       throw UserError(path + ": tensor '" + name + "' holds NaN or infinite values");
     dst.copy_(t);

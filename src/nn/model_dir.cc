@@ -11,7 +11,9 @@ namespace da::nn {
 namespace fs = std::filesystem;
 
 namespace {
-std::string Join(const std::string& dir, const char* file) { return (fs::path(dir) / file).string(); }
+std::string Join(const std::string& dir, const char* file) {
+  return (fs::path(dir) / file).string();
+}
 
 nlohmann::json ParseJsonFile(const std::string& path) {
   std::string text = ReadFile(path);
@@ -39,7 +41,9 @@ Net LoadModelDir(const std::string& dir) {
   return net;
 }
 
-nlohmann::json ReadMetrics(const std::string& dir) { return ParseJsonFile(Join(dir, kMetricsFile)); }
+nlohmann::json ReadMetrics(const std::string& dir) {
+  return ParseJsonFile(Join(dir, kMetricsFile));
+}
 
 void SaveModelDir(const std::string& dir, NetImpl& net, const nlohmann::json& metrics) {
   SaveWeights(net, Join(dir, kWeightsFile));
@@ -52,7 +56,8 @@ nlohmann::json ModelMetrics(Net& net, const Dataset& data) {
   EvalResult val = Evaluate(net, data.val, data.Classes());
   EvalResult test = Evaluate(net, data.test, data.Classes());
   nlohmann::json per_class = nlohmann::json::object();
-  for (int c = 0; c < data.Classes(); ++c) per_class[data.class_names[c]] = test.per_class_accuracy[c];
+  for (int c = 0; c < data.Classes(); ++c)
+    per_class[data.class_names[c]] = test.per_class_accuracy[c];
   return {{"dataset", data.name},
           {"data_dir", data.dir},
           {"val_accuracy", val.accuracy},
@@ -67,8 +72,9 @@ nlohmann::json TrainModelDir(const ModelSpec& spec, const Dataset& data, const T
                              const std::string& dir) {
   if (spec.channels != data.train.channels || spec.height != data.train.height ||
       spec.width != data.train.width || spec.classes != data.Classes())
-    throw UserError("model input " + std::to_string(spec.channels) + "x" + std::to_string(spec.height) +
-                    "x" + std::to_string(spec.width) + " does not match the " + data.name + " images");
+    throw UserError("model input " + std::to_string(spec.channels) + "x" +
+                    std::to_string(spec.height) + "x" + std::to_string(spec.width) +
+                    " does not match the " + data.name + " images");
   torch::manual_seed(opts.seed);  // the initial weights depend on the seed too
   Net net(spec);
   auto start = std::chrono::steady_clock::now();

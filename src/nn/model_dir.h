@@ -1,9 +1,8 @@
 #pragma once
 // A model directory: spec.json, weights.pt, metrics.json (written last, so a
 // directory with metrics.json is complete) and, once exported, model.onnx.
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "nn/dataset.h"
 #include "nn/model.h"

@@ -106,7 +106,8 @@ onnx::ModelProto BuildModel(const ModelSpec& spec, const Weights& weights) {
       case Layer::Kind::kLinear: {
         AddInitializer(g, l.name + ".weight", {l.out_ch, l.in_ch}, weights);
         AddInitializer(g, l.name + ".bias", {l.out_ch}, weights);
-        AddInt(node("Gemm", {value(l.input), l.name + ".weight", l.name + ".bias"}, body), "transB", 1);
+        AddInt(node("Gemm", {value(l.input), l.name + ".weight", l.name + ".bias"}, body), "transB",
+               1);
         break;
       }
     }
@@ -147,11 +148,14 @@ std::string OnnxModelBytes(NetImpl& net) {
   return bytes;
 }
 
-void ExportOnnx(NetImpl& net, const std::string& path) { WriteFileAtomic(path, OnnxModelBytes(net)); }
+void ExportOnnx(NetImpl& net, const std::string& path) {
+  WriteFileAtomic(path, OnnxModelBytes(net));
+}
 
 int64_t OnnxBytes(const ModelSpec& spec) {
   spec.Validate();
-  return static_cast<int64_t>(BuildModel(spec, [](const std::string&) { return nullptr; }).ByteSizeLong());
+  return static_cast<int64_t>(
+      BuildModel(spec, [](const std::string&) { return nullptr; }).ByteSizeLong());
 }
 
 }  // namespace da::nn

@@ -33,7 +33,7 @@ ModelSpec ModelSpec::Default(Family family, int channels, int height, int width,
 }
 
 namespace {
-int PoolOut(int x) { return x / 2; }         // 2x2 max-pool, stride 2
+int PoolOut(int x) { return x / 2; }           // 2x2 max-pool, stride 2
 int Stride2Out(int x) { return (x + 1) / 2; }  // 3x3 pad 1 or 1x1 pad 0, stride 2
 }  // namespace
 
@@ -45,7 +45,8 @@ void ModelSpec::Validate() const {
   for (size_t s = 0; s < stages.size(); ++s) {
     if (stages[s].empty()) bad("stage " + std::to_string(s) + " has no layers");
     for (int w : stages[s])
-      if (w < 1) bad("width " + std::to_string(w) + " in stage " + std::to_string(s) + " (must be >= 1)");
+      if (w < 1)
+        bad("width " + std::to_string(w) + " in stage " + std::to_string(s) + " (must be >= 1)");
   }
   int h = height, w = width;
   if (family == Family::kVgg) {
@@ -59,8 +60,9 @@ void ModelSpec::Validate() const {
     if (hidden != 0) bad("resnet takes no hidden width");
     for (size_t s = 1; s < stages.size(); ++s) h = Stride2Out(h), w = Stride2Out(w);
   }
-  if (h < 1 || w < 1) bad("input " + std::to_string(height) + "x" + std::to_string(width) +
-                          " is too small for " + std::to_string(stages.size()) + " stages");
+  if (h < 1 || w < 1)
+    bad("input " + std::to_string(height) + "x" + std::to_string(width) + " is too small for " +
+        std::to_string(stages.size()) + " stages");
 }
 
 nlohmann::json ModelSpec::ToJson() const {
@@ -68,8 +70,10 @@ nlohmann::json ModelSpec::ToJson() const {
                       {"stages", stages},
                       {"input", {channels, height, width}},
                       {"classes", classes}};
-  if (family == Family::kVgg) j["hidden"] = hidden;
-  else j["residual"] = residual;
+  if (family == Family::kVgg)
+    j["hidden"] = hidden;
+  else
+    j["residual"] = residual;
   return j;
 }
 
@@ -80,11 +84,14 @@ ModelSpec ModelSpec::FromJson(const nlohmann::json& j) {
     s.family = ParseFamily(j.at("family").get<std::string>());
     s.stages = j.at("stages").get<std::vector<std::vector<int>>>();
     auto in = j.at("input").get<std::vector<int>>();
-    if (in.size() != 3) throw UserError("invalid model spec: input must be [channels, height, width]");
+    if (in.size() != 3)
+      throw UserError("invalid model spec: input must be [channels, height, width]");
     s.channels = in[0], s.height = in[1], s.width = in[2];
     s.classes = j.at("classes").get<int>();
-    if (s.family == Family::kVgg) s.hidden = j.at("hidden").get<int>();
-    else s.residual = j.at("residual").get<std::vector<int>>();
+    if (s.family == Family::kVgg)
+      s.hidden = j.at("hidden").get<int>();
+    else
+      s.residual = j.at("residual").get<std::vector<int>>();
   } catch (const nlohmann::json::exception& e) {
     throw UserError(std::string("invalid model spec: ") + e.what());
   }
@@ -101,10 +108,17 @@ std::vector<Layer> ModelSpec::Layers() const {
     g.push_back(std::move(l));
     return static_cast<int>(g.size());
   };
-  auto conv = [&](const std::string& name, int in, int in_ch, int out_ch, int k, int stride, bool relu) {
+  auto conv = [&](const std::string& name, int in, int in_ch, int out_ch, int k, int stride,
+                  bool relu) {
     if (stride == 2) h = Stride2Out(h), w = Stride2Out(w);
-    return add({.kind = Layer::Kind::kConv, .name = name, .input = in, .in_ch = in_ch,
-                .out_ch = out_ch, .kernel = k, .stride = stride, .relu = relu});
+    return add({.kind = Layer::Kind::kConv,
+                .name = name,
+                .input = in,
+                .in_ch = in_ch,
+                .out_ch = out_ch,
+                .kernel = k,
+                .stride = stride,
+                .relu = relu});
   };
   if (family == Family::kVgg) {
     for (size_t st = 0; st < stages.size(); ++st) {
@@ -113,14 +127,24 @@ std::vector<Layer> ModelSpec::Layers() const {
         cur = add({.kind = Layer::Kind::kMaxPool, .input = cur, .in_ch = c, .out_ch = c});
       }
       for (size_t i = 0; i < stages[st].size(); ++i) {
-        cur = conv("s" + std::to_string(st) + "_" + std::to_string(i), cur, c, stages[st][i], 3, 1, true);
+        cur = conv("s" + std::to_string(st) + "_" + std::to_string(i), cur, c, stages[st][i], 3, 1,
+                   true);
         c = stages[st][i];
       }
     }
     h = w = 1;
     cur = add({.kind = Layer::Kind::kGlobalAvgPool, .input = cur, .in_ch = c, .out_ch = c});
-    cur = add({.kind = Layer::Kind::kLinear, .name = "fc", .input = cur, .in_ch = c, .out_ch = hidden, .relu = true});
-    add({.kind = Layer::Kind::kLinear, .name = "cls", .input = cur, .in_ch = hidden, .out_ch = classes});
+    cur = add({.kind = Layer::Kind::kLinear,
+               .name = "fc",
+               .input = cur,
+               .in_ch = c,
+               .out_ch = hidden,
+               .relu = true});
+    add({.kind = Layer::Kind::kLinear,
+         .name = "cls",
+         .input = cur,
+         .in_ch = hidden,
+         .out_ch = classes});
     return g;
   }
   cur = conv("stem", cur, c, residual[0], 3, 1, true);
@@ -138,8 +162,12 @@ std::vector<Layer> ModelSpec::Layers() const {
         h = hin, w = win;
         shortcut = conv(p + "proj", in, c, residual[st], 1, stride, false);
       }
-      cur = add({.kind = Layer::Kind::kAdd, .input = c2, .input2 = shortcut, .in_ch = residual[st],
-                 .out_ch = residual[st], .relu = true});
+      cur = add({.kind = Layer::Kind::kAdd,
+                 .input = c2,
+                 .input2 = shortcut,
+                 .in_ch = residual[st],
+                 .out_ch = residual[st],
+                 .relu = true});
       c = residual[st];
     }
   }
@@ -152,7 +180,8 @@ std::vector<Layer> ModelSpec::Layers() const {
 int64_t ModelSpec::Params() const {
   int64_t n = 0;
   for (const Layer& l : Layers()) {
-    if (l.kind == Layer::Kind::kConv) n += int64_t{l.in_ch} * l.out_ch * l.kernel * l.kernel + l.out_ch;
+    if (l.kind == Layer::Kind::kConv)
+      n += int64_t{l.in_ch} * l.out_ch * l.kernel * l.kernel + l.out_ch;
     if (l.kind == Layer::Kind::kLinear) n += int64_t{l.in_ch} * l.out_ch + l.out_ch;
   }
   return n;
@@ -173,7 +202,8 @@ std::string ModelSpec::Summary() const {
   for (size_t s = 0; s < stages.size(); ++s) {
     if (s) out += "/";
     if (family == Family::kResnet) out += std::to_string(residual[s]) + ":";
-    for (size_t i = 0; i < stages[s].size(); ++i) out += (i ? "," : "") + std::to_string(stages[s][i]);
+    for (size_t i = 0; i < stages[s].size(); ++i)
+      out += (i ? "," : "") + std::to_string(stages[s][i]);
   }
   if (family == Family::kVgg) out += " fc" + std::to_string(hidden);
   return out;

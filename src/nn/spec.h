@@ -11,10 +11,9 @@
 //         stem's too for stage 0). Stages after the first halve the resolution in
 //         their first block, whose shortcut is a 1x1 conv-BN projection.
 #include <cstdint>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 namespace da::nn {
 

@@ -10,17 +10,20 @@ namespace da::nn {
 
 TrainOptions DefaultTrainOptions(Family family) {
   TrainOptions o;
-  if (family == Family::kResnet) {
-    o.epochs = 18;
-    o.label_smoothing = 0.1;
-  }
+  if (family == Family::kResnet) o.epochs = 18;
   return o;
 }
 
 nlohmann::json TrainOptions::ToJson() const {
-  return {{"epochs", epochs},   {"batch_size", batch_size},     {"lr", lr},
-          {"momentum", momentum}, {"weight_decay", weight_decay}, {"label_smoothing", label_smoothing},
-          {"pad", pad},         {"flip", flip},                 {"limit", limit},
+  return {{"epochs", epochs},
+          {"batch_size", batch_size},
+          {"lr", lr},
+          {"momentum", momentum},
+          {"weight_decay", weight_decay},
+          {"label_smoothing", label_smoothing},
+          {"pad", pad},
+          {"flip", flip},
+          {"limit", limit},
           {"seed", seed}};
 }
 
@@ -94,7 +97,8 @@ std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& o
                                       (1 + std::cos(std::numbers::pi * (step - warmup) /
                                                     std::max<int64_t>(1, total_steps - warmup)));
       for (auto& group : sgd.param_groups()) group.options().set_lr(lr);
-      auto idx = perm.narrow(0, b * opts.batch_size, std::min<int64_t>(opts.batch_size, n - b * opts.batch_size));
+      auto idx = perm.narrow(0, b * opts.batch_size,
+                             std::min<int64_t>(opts.batch_size, n - b * opts.batch_size));
       auto x = Augment(xs.index_select(0, idx), opts.pad, opts.flip, gen)
                    .contiguous(torch::MemoryFormat::ChannelsLast);
       auto y = ys.index_select(0, idx);
@@ -109,22 +113,26 @@ std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& o
       seen += bs;
       if (!opts.quiet) {
         char extra[96];
-        std::snprintf(extra, sizeof extra, "epoch %d/%d  loss %.4f  train %.2f%%", epoch, opts.epochs,
-                      loss_sum / seen, 100.0 * correct / seen);
+        std::snprintf(extra, sizeof extra, "epoch %d/%d  loss %.4f  train %.2f%%", epoch,
+                      opts.epochs, loss_sum / seen, 100.0 * correct / seen);
         progress.Update(step + 1, extra);
       }
     }
-    if (!std::isfinite(loss_sum)) throw UserError("training diverged (loss is not finite); lower --lr");
+    if (!std::isfinite(loss_sum))
+      throw UserError("training diverged (loss is not finite); lower --lr");
     EpochLog e{epoch, loss_sum / seen, static_cast<double>(correct) / seen, 0, 0};
     e.val_accuracy = data.val.count > 0 ? Evaluate(net, data.val, data.Classes()).accuracy : 0;
     e.seconds = progress.ElapsedSeconds() - t0;
     log.push_back(e);
     if (!opts.quiet) {
       char line[160];
-      std::snprintf(line, sizeof line, "epoch %d/%d  loss %.4f  train %.2f%%  val %.2f%%  %.0fs", epoch,
-                    opts.epochs, e.loss, 100 * e.train_accuracy, 100 * e.val_accuracy, e.seconds);
-      if (epoch == opts.epochs) progress.Finish(line);
-      else std::fprintf(stderr, "%s%s\n", isatty(2) ? "\r\033[K" : "", line);
+      std::snprintf(line, sizeof line, "epoch %d/%d  loss %.4f  train %.2f%%  val %.2f%%  %.0fs",
+                    epoch, opts.epochs, e.loss, 100 * e.train_accuracy, 100 * e.val_accuracy,
+                    e.seconds);
+      if (epoch == opts.epochs)
+        progress.Finish(line);
+      else
+        std::fprintf(stderr, "%s%s\n", isatty(2) ? "\r\033[K" : "", line);
     }
   }
   net->eval();
@@ -158,7 +166,8 @@ EvalResult Evaluate(Net& net, const Images& images, int classes, int batch_size)
   int64_t total_correct = 0;
   for (int c = 0; c < classes; ++c) {
     total_correct += correct[c];
-    r.per_class_accuracy[c] = r.per_class_count[c] ? static_cast<double>(correct[c]) / r.per_class_count[c] : 0;
+    r.per_class_accuracy[c] =
+        r.per_class_count[c] ? static_cast<double>(correct[c]) / r.per_class_count[c] : 0;
   }
   r.accuracy = static_cast<double>(total_correct) / images.count;
   r.loss = loss_sum / images.count;
