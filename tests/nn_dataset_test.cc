@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "nn/dataset.h"
 
 namespace fs = std::filesystem;
@@ -94,6 +95,17 @@ TEST_F(DatasetTest, LoadsGzippedIdxAndHoldsOutTheLastImagesForValidation) {
   EXPECT_EQ(d.Classes(), 10);
 }
 
+TEST(Dataset, FashionMnistFromTheDebianPackageSplitsAsDocumented) {
+  auto d = LoadDataset(da::nn::kFashionMnistDir);
+  EXPECT_EQ(d.train.count, 55000);
+  EXPECT_EQ(d.val.count, 5000);
+  EXPECT_EQ(d.test.count, 10000);
+  EXPECT_EQ(d.train.height, 28);
+  std::vector<int> per_class(10, 0);
+  for (uint8_t l : d.test.labels) per_class[l]++;
+  EXPECT_EQ(per_class, std::vector<int>(10, 1000));
+}
+
 TEST_F(DatasetTest, LoadsUncompressedIdx) {
   WriteMnist(12, 3, /*gz=*/false);
   EXPECT_EQ(LoadDataset(dir_.string(), 2).train.count, 10);
@@ -142,11 +154,7 @@ TEST_F(DatasetTest, TruncatedHeader) {
 
 TEST_F(DatasetTest, CorruptGzip) {
   WriteMnist(30, 10);
-  std::string gz;
-  {
-    std::ifstream in(dir_ / "train-images-idx3-ubyte.gz", std::ios::binary);
-    gz.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  std::string gz = da::ReadFile((dir_ / "train-images-idx3-ubyte.gz").string());
   for (size_t i = 20; i < gz.size(); i += 7) gz[i] = static_cast<char>(gz[i] ^ 0x5a);
   WriteRaw(dir_ / "train-images-idx3-ubyte.gz", gz);
   ExpectError({"train-images-idx3-ubyte", "gzip"});
@@ -154,11 +162,7 @@ TEST_F(DatasetTest, CorruptGzip) {
 
 TEST_F(DatasetTest, TruncatedGzip) {
   WriteMnist(30, 10);
-  std::string gz;
-  {
-    std::ifstream in(dir_ / "train-images-idx3-ubyte.gz", std::ios::binary);
-    gz.assign(std::istreambuf_iterator<char>(in), {});
-  }
+  std::string gz = da::ReadFile((dir_ / "train-images-idx3-ubyte.gz").string());
   WriteRaw(dir_ / "train-images-idx3-ubyte.gz", gz.substr(0, gz.size() / 2));
   ExpectError({"train-images-idx3-ubyte"});
 }
