@@ -46,10 +46,12 @@ void AddBench(CLI::App& app) {
                 r.threads);
     std::printf("%-28s %14s %18s\n", "", "batch-1 median",
                 ("batch-" + std::to_string(f->opts.batch) + " throughput").c_str());
-    std::printf("%-28s %11.3f ms %13.0f img/s\n", "ours (libtorch, fused)", r.ours_latency_ms,
-                r.ours_throughput);
-    std::printf("%-28s %11.3f ms %13.0f img/s\n", "onnxruntime native (node)", r.ort_latency_ms,
-                r.ort_throughput);
+    auto row = [](const char* name, const nn::Timing& t) {
+      std::printf("%-28s %11.3f ms %13.0f img/s\n", name, t.latency_ms, t.throughput);
+    };
+    row("ours (libtorch on oneDNN)", r.ours);
+    row("  same, channels-last dense", r.channels_last);
+    row("onnxruntime native (node)", r.ort);
     std::printf("%-28s %13.2fx %17.2fx\n", "ours / onnxruntime", r.latency_ratio,
                 r.throughput_ratio);
     std::printf("(medians of %d alternating rounds; ratios are per-round medians)\n",

@@ -28,7 +28,11 @@ void AddTrain(CLI::App& app) {
   cmd->add_option("--data", f->data, "Dataset directory (Fashion-MNIST IDX or CIFAR-10 binary)")
       ->capture_default_str();
   cmd->add_option("--out", f->out, "Model directory to write")->required();
-  cmd->add_option("--epochs", f->opts.epochs, "Epochs (default: 15 for vgg, 18 for resnet)")
+  cmd->add_option(
+         "--epochs", f->opts.epochs,
+         "Epochs (default: " + std::to_string(nn::DefaultTrainOptions(nn::Family::kVgg).epochs) +
+             " for vgg, " + std::to_string(nn::DefaultTrainOptions(nn::Family::kResnet).epochs) +
+             " for resnet)")
       ->check(CLI::Range(1, 10000));
   cmd->add_option("--batch-size", f->opts.batch_size, "Batch size")
       ->capture_default_str()
@@ -58,13 +62,12 @@ void AddTrain(CLI::App& app) {
                 "options and data");
   cmd->callback([f, cmd] {
     f->opts.flip = !f->no_flip;
-    const nn::TrainOptions defaults = nn::DefaultTrainOptions(nn::ParseFamily(f->family));
-    if (cmd->count("--epochs") == 0) f->opts.epochs = defaults.epochs;
+    const nn::Family family = nn::ParseFamily(f->family);
+    if (cmd->count("--epochs") == 0) f->opts.epochs = nn::DefaultTrainOptions(family).epochs;
     f->opts.Validate();
     nn::Dataset data = nn::LoadDataset(f->data, f->val_size);
-    nn::ModelSpec spec =
-        nn::ModelSpec::Default(nn::ParseFamily(f->family), data.train.channels, data.train.height,
-                               data.train.width, data.Classes());
+    nn::ModelSpec spec = nn::ModelSpec::Default(family, data.train.channels, data.train.height,
+                                                data.train.width, data.Classes());
     if (!f->widths.empty()) spec = spec.WithWidths(f->widths);
     nlohmann::json metrics;
     bool reused = false;

@@ -1,5 +1,6 @@
 #include "nn/infer_bench.h"
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -30,10 +31,67 @@ std::string RunCommand(const std::string& cmd) {
   char buf[4096];
   size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int rc = ::pclose(p);
-  if (rc != 0) throw UserError("'" + cmd + "' failed (exit status " + std::to_string(rc) + ")");
+  int status = ::pclose(p);
+  if (status != 0)
+    throw UserError("'" + cmd + "' failed (exit code " +
+                    std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : status) +
+                    (WIFEXITED(status) && WEXITSTATUS(status) == 127 ? ": node not found" : "") +
+                    ")");
   return out;
 }
+
+// Batch-1 median latency and batch-`opts.batch` throughput of `model` on inputs
+// in `layout`.
+Timing MeasureTorch(Net& model, torch::MemoryFormat layout, const InferBenchOptions& opts) {
+  const ModelSpec& s = model->spec();
+  c10::InferenceMode guard;
+  Timing t;
+  auto x1 = torch::rand({1, s.channels, s.height, s.width}).contiguous(layout);
+  for (int i = 0; i < 20; ++i) model->forward(x1);
+  std::vector<double> times;
+  for (int i = 0; i < opts.runs; ++i) {
+    double t0 = Now();
+    model->forward(x1);
+    times.push_back(Now() - t0);
+  }
+  t.latency_ms = 1e3 * Median(times);
+  auto xb = torch::rand({opts.batch, s.channels, s.height, s.width}).contiguous(layout);
+  for (int i = 0; i < 3; ++i) model->forward(xb);
+  int64_t images = 0;
+  double t0 = Now(), t1 = t0;
+  while (t1 - t0 < opts.seconds) {
+    model->forward(xb);
+    images += opts.batch;
+    t1 = Now();
+  }
+  t.throughput = images / (t1 - t0);
+  return t;
+}
+
+// The same measurement by onnxruntime-node on the exported model at `onnx`.
+Timing MeasureOrt(const std::string& onnx, const ModelSpec& s, int threads,
+                  const InferBenchOptions& opts) {
+  std::string out =
+      RunCommand("node '" + opts.ort_script + "' '" + onnx + "' " + std::to_string(threads) + " " +
+                 std::to_string(opts.runs) + " " + std::to_string(opts.batch) + " " +
+                 std::to_string(opts.seconds) + " " + std::to_string(s.channels) + " " +
+                 std::to_string(s.height) + " " + std::to_string(s.width));
+  try {
+    auto j = nlohmann::json::parse(out);
+    return {j.at("latency_ms").get<double>(), j.at("throughput").get<double>()};
+  } catch (const nlohmann::json::exception&) {
+    throw UserError("unexpected output from " + opts.ort_script + ": " + out.substr(0, 200));
+  }
+}
+
+// Removes a file when it goes out of scope.
+struct TempFile {
+  std::filesystem::path path;
+  ~TempFile() {
+    std::error_code ec;
+    std::filesystem::remove(path, ec);
+  }
+};
 }  // namespace
 
 InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
@@ -42,68 +100,30 @@ InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
                   ? opts.threads
                   : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   SetThreads(r.threads);
-  const ModelSpec& s = net.spec();
-  Net model = PrepareForInference(net);
-  auto measure_ours = [&](double& latency_ms, double& throughput) {
-    c10::InferenceMode guard;
-    auto x1 = torch::rand({1, s.channels, s.height, s.width});
-    for (int i = 0; i < 20; ++i) model->forward(x1);
-    std::vector<double> t;
-    for (int i = 0; i < opts.runs; ++i) {
-      double t0 = Now();
-      model->forward(x1);
-      t.push_back(Now() - t0);
-    }
-    std::nth_element(t.begin(), t.begin() + t.size() / 2, t.end());
-    latency_ms = 1e3 * t[t.size() / 2];
-    auto xb = torch::rand({opts.batch, s.channels, s.height, s.width});
-    for (int i = 0; i < 3; ++i) model->forward(xb);
-    int64_t images = 0;
-    double t0 = Now(), t1 = t0;
-    while (t1 - t0 < opts.seconds) {
-      model->forward(xb);
-      images += opts.batch;
-      t1 = Now();
-    }
-    throughput = images / (t1 - t0);
-  };
-  auto path = std::filesystem::temp_directory_path() /
-              ("deepadapter-bench-" + std::to_string(::getpid()) + ".onnx");
-  ExportOnnx(net, path.string());
-  auto measure_ort = [&](double& latency_ms, double& throughput) {
-    std::string out;
-    try {
-      out = RunCommand("node '" + opts.ort_script + "' '" + path.string() + "' " +
-                       std::to_string(r.threads) + " " + std::to_string(opts.runs) + " " +
-                       std::to_string(opts.batch) + " " + std::to_string(opts.seconds) + " " +
-                       std::to_string(s.channels) + " " + std::to_string(s.height) + " " +
-                       std::to_string(s.width));
-    } catch (...) {
-      std::filesystem::remove(path);
-      throw;
-    }
-    try {
-      auto j = nlohmann::json::parse(out);
-      latency_ms = j.at("latency_ms").get<double>();
-      throughput = j.at("throughput").get<double>();
-    } catch (const nlohmann::json::exception& e) {
-      std::filesystem::remove(path);
-      throw UserError("unexpected output from " + opts.ort_script + ": " + out.substr(0, 200));
-    }
-  };
+  Net ours = PrepareForInference(net);
+  Net channels_last = Fuse(net);
+  channels_last->ToChannelsLast();
+  TempFile onnx{std::filesystem::temp_directory_path() /
+                ("deepadapter-bench-" + std::to_string(::getpid()) + ".onnx")};
+  ExportOnnx(net, onnx.path.string());
+
   // The machine's speed drifts by tens of percent within minutes: alternate the
-  // two runtimes over several rounds and report medians.
-  std::vector<double> ol, ot, rl, rt, lat_ratio, thr_ratio;
+  // runtimes over several rounds and report medians.
+  std::vector<Timing> o, c, x;
+  std::vector<double> lat_ratio, thr_ratio;
   for (int round = 0; round < opts.rounds; ++round) {
-    double a, b, c, d;
-    measure_ours(a, b);
-    measure_ort(c, d);
-    ol.push_back(a), ot.push_back(b), rl.push_back(c), rt.push_back(d);
-    lat_ratio.push_back(a / c), thr_ratio.push_back(b / d);
+    o.push_back(MeasureTorch(ours, torch::MemoryFormat::Contiguous, opts));
+    c.push_back(MeasureTorch(channels_last, torch::MemoryFormat::ChannelsLast, opts));
+    x.push_back(MeasureOrt(onnx.path.string(), net.spec(), r.threads, opts));
+    lat_ratio.push_back(o.back().latency_ms / x.back().latency_ms);
+    thr_ratio.push_back(o.back().throughput / x.back().throughput);
   }
-  std::filesystem::remove(path);
-  r.ours_latency_ms = Median(ol), r.ours_throughput = Median(ot);
-  r.ort_latency_ms = Median(rl), r.ort_throughput = Median(rt);
+  auto median = [](const std::vector<Timing>& v) {
+    std::vector<double> lat, thr;
+    for (const Timing& t : v) lat.push_back(t.latency_ms), thr.push_back(t.throughput);
+    return Timing{Median(lat), Median(thr)};
+  };
+  r.ours = median(o), r.channels_last = median(c), r.ort = median(x);
   r.latency_ratio = Median(lat_ratio), r.throughput_ratio = Median(thr_ratio);
   return r;
 }

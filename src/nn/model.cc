@@ -1,5 +1,6 @@
 #include "nn/model.h"
 
+#include <algorithm>
 #include <sstream>
 #include <thread>
 
@@ -133,16 +134,7 @@ Net Fuse(NetImpl& net) {
 }
 
 Net PrepareForInference(NetImpl& net) {
-  Net out = nullptr;
-  if (net.fused()) {
-    out = Net(net.spec(), true);
-    torch::NoGradGuard g;
-    auto src = net.named_parameters();
-    for (auto& p : out->named_parameters()) p.value().copy_(src[p.key()]);
-  } else {
-    out = Fuse(net);
-  }
-  out->eval();
+  Net out = Fuse(net);
   out->ToMkldnn();
   return out;
 }
@@ -152,16 +144,27 @@ void SetThreads(int threads) {
   torch::set_num_threads(threads);
 }
 
-torch::Tensor ToTensor(const Images& images) {
-  auto t =
-      torch::from_blob(const_cast<uint8_t*>(images.pixels.data()),
-                       {images.count, images.channels, images.height, images.width}, torch::kUInt8);
-  return t.to(torch::kFloat32).div_(255.0f);
+namespace {
+// A uint8 view of images [begin, end) shaped `[N] + rest`; no copy.
+torch::Tensor Blob(const Images& images, const std::vector<uint8_t>& bytes, int64_t per_image,
+                   int64_t begin, int64_t end, std::vector<int64_t> shape) {
+  if (end < 0 || end > images.count) end = images.count;
+  begin = std::clamp<int64_t>(begin, 0, end);
+  shape.insert(shape.begin(), end - begin);
+  return torch::from_blob(const_cast<uint8_t*>(bytes.data()) + begin * per_image, shape,
+                          torch::kUInt8);
+}
+}  // namespace
+
+torch::Tensor ToTensor(const Images& images, int64_t begin, int64_t end) {
+  return Blob(images, images.pixels, images.PixelsPerImage(), begin, end,
+              {images.channels, images.height, images.width})
+      .to(torch::kFloat32)
+      .div_(255.0f);
 }
 
-torch::Tensor LabelsTensor(const Images& images) {
-  return torch::from_blob(const_cast<uint8_t*>(images.labels.data()), {images.count}, torch::kUInt8)
-      .to(torch::kInt64);
+torch::Tensor LabelsTensor(const Images& images, int64_t begin, int64_t end) {
+  return Blob(images, images.labels, 1, begin, end, {}).to(torch::kInt64);
 }
 
 void SaveWeights(NetImpl& net, const std::string& path) {

@@ -21,14 +21,13 @@ class NetImpl : public torch::nn::Module {
 
   const ModelSpec& spec() const { return spec_; }
   bool fused() const { return fused_; }
-  // Stores 4-d weights (and expects inputs) in channels-last layout: 3-10x faster
-  // convolutions with oneDNN on CPU.
+  // Stores 4-d weights (and expects inputs) in channels-last layout, oneDNN's
+  // faster path for training on CPU.
   void ToChannelsLast();
   // Inference only (fused nets): keeps conv weights pre-reordered in oneDNN's
   // blocked layout and runs convolutions, pooling and additions on oneDNN
   // tensors, converting to dense only before global pooling. Inputs stay dense NCHW.
   void ToMkldnn();
-  bool mkldnn() const { return !mkldnn_weight_.empty(); }
 
  private:
   ModelSpec spec_;
@@ -45,17 +44,19 @@ TORCH_MODULE(Net);
 // Returns the deployed form of a trained net: same function in eval mode, BN folded.
 Net Fuse(NetImpl& net);
 
-// Our server-side inference path: a copy of `net`, fused, in eval mode, on oneDNN
-// tensors (ToMkldnn). Run it under c10::InferenceMode with dense NCHW inputs.
+// Our server-side inference path: `net` (unfused) folded into a new net in eval
+// mode on oneDNN tensors (ToMkldnn). Run it under c10::InferenceMode with dense
+// NCHW inputs.
 Net PrepareForInference(NetImpl& net);
 
 // Sets the number of threads libtorch uses; 0 means all cores.
 void SetThreads(int threads);
 
-// Turns a set of uint8 images into a float tensor [N, C, H, W] scaled to [0, 1].
+// Images [begin, end) (end -1: all) as a float tensor [N, C, H, W] scaled to
+// [0, 1], and their labels as int64 [N]; converts only that range.
 struct Images;
-torch::Tensor ToTensor(const Images& images);
-torch::Tensor LabelsTensor(const Images& images);
+torch::Tensor ToTensor(const Images& images, int64_t begin = 0, int64_t end = -1);
+torch::Tensor LabelsTensor(const Images& images, int64_t begin = 0, int64_t end = -1);
 
 // Saves weights atomically to `path`; loads them, throwing UserError when the file
 // is missing, corrupt or does not match the net's spec.

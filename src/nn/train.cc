@@ -67,10 +67,9 @@ std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& o
   SetThreads(opts.threads);
   torch::manual_seed(opts.seed);
   auto gen = at::detail::createCPUGenerator(opts.seed);
-  const Images train = opts.limit > 0 ? data.train.First(opts.limit) : data.train;
-  if (train.count < 1) throw UserError("no training images");
-  torch::Tensor xs = ToTensor(train), ys = LabelsTensor(train);
-  const int64_t n = train.count;
+  const int64_t n = opts.limit > 0 ? std::min(opts.limit, data.train.count) : data.train.count;
+  if (n < 1) throw UserError("no training images");
+  torch::Tensor xs = ToTensor(data.train, 0, n), ys = LabelsTensor(data.train, 0, n);
   const int64_t steps_per_epoch = (n + opts.batch_size - 1) / opts.batch_size;
   const int64_t total_steps = steps_per_epoch * opts.epochs;
   const int64_t warmup = opts.epochs > 1 ? steps_per_epoch : 0;
@@ -150,15 +149,15 @@ EvalResult Evaluate(Net& net, const Images& images, int classes, int batch_size)
   std::vector<int64_t> correct(classes, 0);
   double loss_sum = 0;
   for (int64_t b = 0; b < images.count; b += batch_size) {
-    Images part = images.Slice(b, b + batch_size);
-    auto x = ToTensor(part).contiguous(torch::MemoryFormat::ChannelsLast);
-    auto y = LabelsTensor(part);
+    auto x = ToTensor(images, b, b + batch_size).contiguous(torch::MemoryFormat::ChannelsLast);
+    auto y = LabelsTensor(images, b, b + batch_size);
+    const int64_t count = y.size(0);
     auto logits = net->forward(x);
-    loss_sum += torch::nn::functional::cross_entropy(logits, y).item<double>() * part.count;
+    loss_sum += torch::nn::functional::cross_entropy(logits, y).item<double>() * count;
     auto hit = logits.argmax(1).eq(y);
     auto ya = y.accessor<int64_t, 1>();
     auto ha = hit.accessor<bool, 1>();
-    for (int64_t i = 0; i < part.count; ++i) {
+    for (int64_t i = 0; i < count; ++i) {
       r.per_class_count[ya[i]]++;
       correct[ya[i]] += ha[i];
     }
