@@ -1,13 +1,98 @@
 // deepadapter bench: benchmarks that print measured figures beside their baseline.
+#include <algorithm>
+#include <cmath>
+#include <random>
+
 #include "cli/commands.h"
+#include "context/latency.h"
 #include "nn/infer_bench.h"
 #include "nn/model_dir.h"
-
-#ifndef DA_SOURCE_DIR
-#define DA_SOURCE_DIR "."
-#endif
+#include "nn/onnx_export.h"
+#include "common/progress.h"
 
 namespace da::cli {
+namespace {
+
+// A random width setting of `base`: every width uniform in [max(1, w/5), w].
+nn::ModelSpec RandomWidths(const nn::ModelSpec& base, std::mt19937& rng) {
+  auto pick = [&](int w) { return std::uniform_int_distribution<int>(std::max(1, w / 5), w)(rng); };
+  nn::ModelSpec s = base;
+  for (auto& stage : s.stages)
+    for (int& w : stage) w = pick(w);
+  for (int& w : s.residual) w = pick(w);
+  if (s.hidden) s.hidden = pick(s.hidden);
+  return s;
+}
+
+void AddPredictorBench(CLI::App& bench) {
+  struct Flags {
+    std::string table = SourcePath("profiles/latency.json");
+    int count = 20;
+    unsigned seed = 1;
+    std::vector<int> input = {1, 28, 28};
+    context::WasmTimerOptions timer;
+  };
+  auto f = std::make_shared<Flags>();
+  f->timer.script = SourcePath("web/tools/ort-web-time.mjs");
+  f->timer.min_seconds = 0.5;
+  auto* cmd = bench.add_subcommand(
+      "predictor",
+      "Latency predictor: predicted vs measured onnxruntime-web time of random width settings");
+  cmd->add_option("--table", f->table, "Latency table")->capture_default_str();
+  cmd->add_option("--count", f->count, "Random width settings per family")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 10000));
+  cmd->add_option("--seed", f->seed, "Random seed")->capture_default_str();
+  cmd->add_option("--input", f->input, "Input shape C,H,W")
+      ->delimiter(',')
+      ->expected(3)
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option("--min-seconds", f->timer.min_seconds, "Least time spent timing each model")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 60.0));
+  cmd->add_option("--script", f->timer.script, "The onnxruntime-web timing script")
+      ->capture_default_str();
+  cmd->callback([f] {
+    context::LatencyTable table = context::LatencyTable::Load(f->table);
+    std::mt19937 rng(f->seed);
+    std::vector<nn::ModelSpec> specs;
+    std::vector<context::WasmModel> models;
+    torch::manual_seed(f->seed);
+    for (nn::Family fam : {nn::Family::kVgg, nn::Family::kResnet}) {
+      nn::ModelSpec base =
+          nn::ModelSpec::Default(fam, f->input[0], f->input[1], f->input[2]);
+      for (int i = 0; i < f->count; ++i) {
+        specs.push_back(RandomWidths(base, rng));
+        nn::Net net(specs.back());
+        std::vector<int64_t> in = {base.channels, base.height, base.width};
+        models.push_back({nn::OnnxModelBytes(*net), {in}});
+      }
+    }
+    Progress progress("timing", static_cast<int64_t>(models.size()));
+    size_t done = 0;
+    std::vector<double> measured = context::TimeOnWasm(
+        models, f->timer, [&](size_t) { progress.Update(static_cast<int64_t>(++done)); });
+    progress.Finish();
+    std::printf("table: %s\n  measured on %s\n", f->table.c_str(), table.runtime.c_str());
+    std::printf("%-52s %10s %10s %8s\n", "width setting", "predicted", "measured", "error");
+    std::vector<double> errors;
+    for (size_t i = 0; i < specs.size(); ++i) {
+      double p = table.ModelMs(specs[i]);
+      errors.push_back(std::abs(p - measured[i]) / measured[i]);
+      std::printf("%-52s %7.3f ms %7.3f ms %+7.1f%%\n", specs[i].Summary().c_str(), p, measured[i],
+                  100 * (p - measured[i]) / measured[i]);
+    }
+    std::sort(errors.begin(), errors.end());
+    double median = errors[errors.size() / 2], worst = errors.back();
+    std::printf("absolute error over %zu models: median %.1f%%, worst %.1f%%\n", errors.size(),
+                100 * median, 100 * worst);
+    std::printf("goal: median <= 10%% (%s), worst <= 25%% (%s)\n", median <= 0.10 ? "met" : "NOT met",
+                worst <= 0.25 ? "met" : "NOT met");
+  });
+}
+
+}  // namespace
 
 void AddBench(CLI::App& app) {
   auto* bench =
@@ -18,7 +103,7 @@ void AddBench(CLI::App& app) {
     nn::InferBenchOptions opts;
   };
   auto f = std::make_shared<Flags>();
-  f->opts.ort_script = std::string(DA_SOURCE_DIR) + "/web/tools/ort-bench.mjs";
+  f->opts.ort_script = SourcePath("web/tools/ort-bench.mjs");
   auto* infer = bench->add_subcommand(
       "infer", "Server-side inference: our path vs onnxruntime (native) on the same model");
   infer->add_option("dir", f->dir, "Model directory")->required();
@@ -60,6 +145,7 @@ void AddBench(CLI::App& app) {
                 r.latency_ratio <= 1.2 ? "met" : "NOT met",
                 r.throughput_ratio >= 1.0 ? "met" : "NOT met");
   });
+  AddPredictorBench(*bench);
 }
 
 }  // namespace da::cli

@@ -9,6 +9,12 @@ void AddTrain(CLI::App& app);
 void AddEval(CLI::App& app);
 void AddExport(CLI::App& app);
 void AddBench(CLI::App& app);
+void AddProfile(CLI::App& app);
+
+// A path inside the source tree (profiles/, web/), for flag defaults.
+std::string SourcePath(const std::string& relative);
+// What the latency table is measured on: onnxruntime-web and node versions, CPU.
+std::string RuntimeDescription();
 
 // "1,234,567"
 std::string Thousands(long long n);

@@ -13,6 +13,10 @@ std::string Thousands(long long n) {
   for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
   return n < 0 ? "-" + s : s;
 }
+
+std::string SourcePath(const std::string& relative) {
+  return std::string(DA_SOURCE_DIR) + "/" + relative;
+}
 }  // namespace da::cli
 
 int main(int argc, char** argv) {
@@ -23,6 +27,7 @@ int main(int argc, char** argv) {
   da::cli::AddEval(app);
   da::cli::AddExport(app);
   da::cli::AddBench(app);
+  da::cli::AddProfile(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,16 +1,13 @@
 #include "nn/infer_bench.h"
 
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <filesystem>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "common/error.h"
+#include "common/process.h"
 #include "nn/onnx_export.h"
 
 namespace da::nn {
@@ -22,22 +19,6 @@ double Now() {
 double Median(std::vector<double> v) {
   std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
   return v[v.size() / 2];
-}
-
-std::string RunCommand(const std::string& cmd) {
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) throw UserError("cannot run: " + cmd);
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = ::pclose(p);
-  if (status != 0)
-    throw UserError("'" + cmd + "' failed (exit code " +
-                    std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : status) +
-                    (WIFEXITED(status) && WEXITSTATUS(status) == 127 ? ": node not found" : "") +
-                    ")");
-  return out;
 }
 
 // Batch-1 median latency and batch-`opts.batch` throughput of `model` on inputs
@@ -72,7 +53,7 @@ Timing MeasureTorch(Net& model, torch::MemoryFormat layout, const InferBenchOpti
 Timing MeasureOrt(const std::string& onnx, const ModelSpec& s, int threads,
                   const InferBenchOptions& opts) {
   std::string out =
-      RunCommand("node '" + opts.ort_script + "' '" + onnx + "' " + std::to_string(threads) + " " +
+      RunCommand("node " + ShellQuote(opts.ort_script) + " " + ShellQuote(onnx) + " " + std::to_string(threads) + " " +
                  std::to_string(opts.runs) + " " + std::to_string(opts.batch) + " " +
                  std::to_string(opts.seconds) + " " + std::to_string(s.channels) + " " +
                  std::to_string(s.height) + " " + std::to_string(s.width));
@@ -84,14 +65,6 @@ Timing MeasureOrt(const std::string& onnx, const ModelSpec& s, int threads,
   }
 }
 
-// Removes a file when it goes out of scope.
-struct TempFile {
-  std::filesystem::path path;
-  ~TempFile() {
-    std::error_code ec;
-    std::filesystem::remove(path, ec);
-  }
-};
 }  // namespace
 
 InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
@@ -103,9 +76,9 @@ InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
   Net ours = PrepareForInference(net);
   Net channels_last = Fuse(net);
   channels_last->ToChannelsLast();
-  TempFile onnx{std::filesystem::temp_directory_path() /
-                ("deepadapter-bench-" + std::to_string(::getpid()) + ".onnx")};
-  ExportOnnx(net, onnx.path.string());
+  TempDir tmp("deepadapter-bench");
+  const std::string onnx = (tmp.path() / "model.onnx").string();
+  ExportOnnx(net, onnx);
 
   // The machine's speed drifts by tens of percent within minutes: alternate the
   // runtimes over several rounds and report medians.
@@ -114,7 +87,7 @@ InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
   for (int round = 0; round < opts.rounds; ++round) {
     o.push_back(MeasureTorch(ours, torch::MemoryFormat::Contiguous, opts));
     c.push_back(MeasureTorch(channels_last, torch::MemoryFormat::ChannelsLast, opts));
-    x.push_back(MeasureOrt(onnx.path.string(), net.spec(), r.threads, opts));
+    x.push_back(MeasureOrt(onnx, net.spec(), r.threads, opts));
     lat_ratio.push_back(o.back().latency_ms / x.back().latency_ms);
     thr_ratio.push_back(o.back().throughput / x.back().throughput);
   }

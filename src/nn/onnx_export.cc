@@ -3,6 +3,7 @@
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <functional>
 
 #include "common/error.h"
@@ -52,21 +53,27 @@ void AddInitializer(onnx::GraphProto* g, const std::string& name, std::vector<in
   t->set_raw_data(std::move(raw));
 }
 
-onnx::ModelProto BuildModel(const ModelSpec& spec, const Weights& weights) {
+// A graph of `layers` (numbered as in ModelSpec::Layers) reading "input" (and
+// "input2" for value -1) of `in_dims`, writing "logits" of `out_dims` (both without N).
+onnx::ModelProto BuildModel(const std::string& name, const std::vector<Layer>& layers,
+                            std::vector<int64_t> in_dims, std::vector<int64_t> out_dims,
+                            const Weights& weights) {
   onnx::ModelProto m;
   m.set_ir_version(8);
   m.set_producer_name("deepadapter");
   m.set_producer_version("0.1");
   m.add_opset_import()->set_version(kOpset);
   auto* g = m.mutable_graph();
-  g->set_name("deepadapter_" + FamilyName(spec.family));
-  SetShape(g->add_input(), "input", {spec.channels, spec.height, spec.width});
-  std::vector<Layer> layers = spec.Layers();
+  g->set_name(name);
+  SetShape(g->add_input(), "input", in_dims);
   auto value = [&](int id) {
     if (id == 0) return std::string("input");
+    if (id == -1) return std::string("input2");
     if (id == static_cast<int>(layers.size())) return std::string("logits");
     return "v" + std::to_string(id);
   };
+  for (const Layer& l : layers)
+    if (l.kind == Layer::Kind::kAdd && l.input2 == -1) SetShape(g->add_input(), "input2", in_dims);
   for (size_t i = 0; i < layers.size(); ++i) {
     const Layer& l = layers[i];
     std::string out = value(static_cast<int>(i) + 1);
@@ -113,13 +120,24 @@ onnx::ModelProto BuildModel(const ModelSpec& spec, const Weights& weights) {
     }
     if (l.relu) node("Relu", {body}, out);
   }
-  auto* o = g->add_output();
-  o->set_name("logits");
-  auto* t = o->mutable_type()->mutable_tensor_type();
-  t->set_elem_type(onnx::TensorProto::FLOAT);
-  t->mutable_shape()->add_dim()->set_dim_param("N");
-  t->mutable_shape()->add_dim()->set_dim_value(spec.classes);
+  SetShape(g->add_output(), "logits", out_dims);
   return m;
+}
+
+onnx::ModelProto BuildModel(const ModelSpec& spec, const Weights& weights) {
+  return BuildModel("deepadapter_" + FamilyName(spec.family), spec.Layers(),
+                    {spec.channels, spec.height, spec.width}, {spec.classes}, weights);
+}
+
+std::string Serialize(const onnx::ModelProto& m) {
+  try {
+    onnx::checker::check_model(m);
+  } catch (const std::exception& e) {
+    throw std::logic_error(std::string("exported model fails the ONNX checker: ") + e.what());
+  }
+  std::string bytes;
+  if (!m.SerializeToString(&bytes)) throw std::logic_error("cannot serialize ONNX model");
+  return bytes;
 }
 
 }  // namespace
@@ -138,14 +156,39 @@ std::string OnnxModelBytes(NetImpl& net) {
     if (it == params.end()) throw std::logic_error("export: no parameter " + name);
     return it->second.data_ptr<float>();
   });
-  try {
-    onnx::checker::check_model(m);
-  } catch (const std::exception& e) {
-    throw std::logic_error(std::string("exported model fails the ONNX checker: ") + e.what());
+  return Serialize(m);
+}
+
+std::string OnnxModelBytes(const ModelSpec& spec, float fill) {
+  spec.Validate();
+  size_t weights = 0;
+  for (const Layer& l : spec.Layers())
+    weights = std::max(weights, static_cast<size_t>(l.in_ch) * l.out_ch *
+                                    std::max(1, l.kernel * l.kernel));
+  std::vector<float> data(weights, fill);
+  return Serialize(BuildModel(spec, [&](const std::string&) { return data.data(); }));
+}
+
+std::string OnnxLayerBytes(std::vector<Layer> chain, int in_h, int in_w) {
+  if (chain.empty()) throw std::logic_error("OnnxLayerBytes: no layers");
+  const Layer &first = chain.front(), &last = chain.back();
+  std::vector<int64_t> in = {first.in_ch, in_h, in_w}, out = {last.out_ch, last.out_h, last.out_w};
+  if (first.kind == Layer::Kind::kLinear) in = {first.in_ch};
+  if (last.kind == Layer::Kind::kLinear || last.kind == Layer::Kind::kGlobalAvgPool)
+    out = {last.out_ch};
+  size_t weights = 0;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    Layer& l = chain[i];
+    l.input = static_cast<int>(i);
+    l.input2 = l.kind == Layer::Kind::kAdd ? -1 : l.input2;
+    if (l.name.empty()) l.name = "layer" + std::to_string(i);
+    weights = std::max(weights, static_cast<size_t>(l.in_ch) * l.out_ch *
+                                    std::max(1, l.kernel * l.kernel));
   }
-  std::string bytes;
-  if (!m.SerializeToString(&bytes)) throw std::logic_error("cannot serialize ONNX model");
-  return bytes;
+  // Non-zero weights, so no runtime can take a shortcut on zeros.
+  std::vector<float> fill(weights, 0.01f);
+  return Serialize(
+      BuildModel("layers", chain, in, out, [&](const std::string&) { return fill.data(); }));
 }
 
 void ExportOnnx(NetImpl& net, const std::string& path) {

@@ -60,7 +60,77 @@ torch::Tensor Augment(const torch::Tensor& x, int pad, bool flip, torch::Generat
   return out;
 }
 
+struct Step {
+  double loss;
+  int64_t correct;
+};
+
+// One SGD step on the batch `idx` of (xs, ys), augmented.
+Step TrainStep(Net& net, torch::optim::SGD& sgd, torch::nn::CrossEntropyLoss& ce,
+               const torch::Tensor& xs, const torch::Tensor& ys, const torch::Tensor& idx,
+               const TrainOptions& opts, torch::Generator& gen, double lr) {
+  for (auto& group : sgd.param_groups()) group.options().set_lr(lr);
+  auto x = Augment(xs.index_select(0, idx), opts.pad, opts.flip, gen)
+               .contiguous(torch::MemoryFormat::ChannelsLast);
+  auto y = ys.index_select(0, idx);
+  sgd.zero_grad();
+  auto logits = net->forward(x);
+  auto loss = ce(logits, y);
+  loss.backward();
+  sgd.step();
+  return {loss.item<double>(), logits.argmax(1).eq(y).sum().item<int64_t>()};
+}
+
+torch::optim::SGD MakeSgd(Net& net, const TrainOptions& opts) {
+  return torch::optim::SGD(net->parameters(), torch::optim::SGDOptions(opts.lr)
+                                                  .momentum(opts.momentum)
+                                                  .nesterov(opts.momentum > 0)
+                                                  .weight_decay(opts.weight_decay));
+}
+
+torch::nn::CrossEntropyLoss MakeLoss(const TrainOptions& opts) {
+  return torch::nn::CrossEntropyLoss(
+      torch::nn::CrossEntropyLossOptions().label_smoothing(opts.label_smoothing));
+}
+
 }  // namespace
+
+TrainTensors ToTrainTensors(const Images& images) {
+  return {ToTensor(images), LabelsTensor(images)};
+}
+
+void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOptions& opts) {
+  opts.Validate();
+  SetThreads(opts.threads);
+  const int64_t n = data.x.size(0);
+  if (n < 1 || steps < 1) return;
+  auto gen = at::detail::createCPUGenerator(opts.seed);
+  net->ToChannelsLast();
+  auto sgd = MakeSgd(net, opts);
+  auto ce = MakeLoss(opts);
+  net->train();
+  std::unique_ptr<Progress> progress;
+  if (!opts.quiet) progress = std::make_unique<Progress>("fine-tune " + net->spec().Summary(), steps);
+  torch::Tensor perm;
+  double loss_sum = 0;
+  for (int64_t step = 0, b = 0; step < steps; ++step, ++b) {
+    if (!perm.defined() || (b + 1) * opts.batch_size > n) {
+      perm = torch::randperm(n, gen, torch::kInt64);
+      b = 0;
+    }
+    double lr = 0.5 * opts.lr * (1 + std::cos(std::numbers::pi * step / steps));
+    auto idx = perm.narrow(0, b * opts.batch_size, std::min<int64_t>(opts.batch_size, n));
+    loss_sum += TrainStep(net, sgd, ce, data.x, data.y, idx, opts, gen, lr).loss;
+    if (progress) {
+      char extra[48];
+      std::snprintf(extra, sizeof extra, "loss %.4f", loss_sum / (step + 1));
+      progress->Update(step + 1, extra);
+    }
+  }
+  if (!std::isfinite(loss_sum)) throw UserError("fine-tuning diverged (loss is not finite)");
+  if (progress) progress->Finish();
+  net->eval();
+}
 
 std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& opts) {
   opts.Validate();
@@ -75,12 +145,8 @@ std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& o
   const int64_t warmup = opts.epochs > 1 ? steps_per_epoch : 0;
 
   net->ToChannelsLast();
-  torch::optim::SGD sgd(net->parameters(), torch::optim::SGDOptions(opts.lr)
-                                               .momentum(opts.momentum)
-                                               .nesterov(opts.momentum > 0)
-                                               .weight_decay(opts.weight_decay));
-  auto ce = torch::nn::CrossEntropyLoss(
-      torch::nn::CrossEntropyLossOptions().label_smoothing(opts.label_smoothing));
+  auto sgd = MakeSgd(net, opts);
+  auto ce = MakeLoss(opts);
   Progress progress("train " + net->spec().Summary(), total_steps);
   std::vector<EpochLog> log;
   int64_t step = 0;
@@ -95,20 +161,12 @@ std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& o
                                 : 0.5 * opts.lr *
                                       (1 + std::cos(std::numbers::pi * (step - warmup) /
                                                     std::max<int64_t>(1, total_steps - warmup)));
-      for (auto& group : sgd.param_groups()) group.options().set_lr(lr);
       auto idx = perm.narrow(0, b * opts.batch_size,
                              std::min<int64_t>(opts.batch_size, n - b * opts.batch_size));
-      auto x = Augment(xs.index_select(0, idx), opts.pad, opts.flip, gen)
-                   .contiguous(torch::MemoryFormat::ChannelsLast);
-      auto y = ys.index_select(0, idx);
-      sgd.zero_grad();
-      auto logits = net->forward(x);
-      auto loss = ce(logits, y);
-      loss.backward();
-      sgd.step();
+      Step r = TrainStep(net, sgd, ce, xs, ys, idx, opts, gen, lr);
       int64_t bs = idx.size(0);
-      loss_sum += loss.item<double>() * bs;
-      correct += logits.argmax(1).eq(y).sum().item<int64_t>();
+      loss_sum += r.loss * bs;
+      correct += r.correct;
       seen += bs;
       if (!opts.quiet) {
         char extra[96];

@@ -49,6 +49,19 @@ struct EvalResult {
 // initial weights too, as TrainModelDir does).
 std::vector<EpochLog> Train(Net& net, const Dataset& data, const TrainOptions& opts);
 
+// Training images as tensors (pixels in [0, 1], int64 labels), converted once
+// for many short fine-tunes.
+struct TrainTensors {
+  torch::Tensor x, y;
+};
+TrainTensors ToTrainTensors(const Images& images);
+
+// Fine-tunes `net` in place for exactly `steps` batches drawn from `data` with
+// the same optimizer and augmentation as Train (opts.epochs and limit unused),
+// the learning rate decaying from opts.lr to 0 on a cosine, no validation.
+// Prints a progress line unless opts.quiet.
+void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOptions& opts);
+
 // Accuracy, mean cross-entropy and per-class accuracy of `net` (eval mode) on `images`.
 EvalResult Evaluate(Net& net, const Images& images, int classes, int batch_size = 500);
 

@@ -1,0 +1,318 @@
+#include "prune/search.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "common/error.h"
+#include "common/progress.h"
+#include "context/predictor.h"
+#include "nn/onnx_export.h"
+
+namespace da::prune {
+
+using context::Context;
+using nn::ModelSpec;
+
+void SearchOptions::Validate() const {
+  auto bad = [](const std::string& m) { throw UserError("invalid pruning option: " + m); };
+  if (!(step > 0 && step < 1)) bad("step must be in (0, 1)");
+  if (short_steps < 0) bad("short-term steps must be >= 0");
+  if (val_images < 1) bad("validation images must be >= 1");
+  if (!(long_epochs >= 0) || !std::isfinite(long_epochs)) bad("long-term epochs must be >= 0");
+  if (!(short_lr > 0) || !(long_lr > 0) || !std::isfinite(short_lr) || !std::isfinite(long_lr))
+    bad("learning rates must be positive");
+  if (!(min_width > 0 && min_width <= 1)) bad("min width must be in (0, 1]");
+  if (max_iterations < 1) bad("max iterations must be >= 1");
+  if (!(accuracy_drop >= 0 && accuracy_drop < 1)) bad("accuracy drop must be in [0, 1)");
+  train.Validate();
+}
+
+nlohmann::json SearchOptions::ToJson() const {
+  return {{"importance", ImportanceName(importance)},
+          {"step", step},
+          {"short_steps", short_steps},
+          {"val_images", val_images},
+          {"long_epochs", long_epochs},
+          {"short_lr", short_lr},
+          {"long_lr", long_lr},
+          {"min_width", min_width},
+          {"max_iterations", max_iterations},
+          {"accuracy_drop", accuracy_drop},
+          {"train", train.ToJson()}};
+}
+
+std::string MethodName(Method m) {
+  return m == Method::kContextAware ? "context-aware" : m == Method::kUniform ? "uniform" : "macs-only";
+}
+
+namespace {
+
+// What a trajectory minimises: MACs, or bytes x ms_per_byte + reference time.
+struct Objective {
+  bool macs = false;
+  double ms_per_byte = 0;
+};
+
+double Evaluate(const Objective& o, const ModelSpec& s, const context::LatencyTable& t) {
+  if (o.macs) return static_cast<double>(s.Macs());
+  return o.ms_per_byte * static_cast<double>(nn::OnnxBytes(s)) + t.ModelMs(s);
+}
+
+bool Meets(const Context& c, const ModelSpec& s, const context::LatencyTable& t) {
+  return context::Predict(c, t, s).total_ms <= c.budget_ms;
+}
+
+// The narrowest width each unit of the base may reach.
+std::map<std::string, int> MinWidths(const ModelSpec& base, double fraction) {
+  std::map<std::string, int> m;
+  for (const Unit& u : Units(base))
+    m[u.name] = std::max(1, static_cast<int>(std::ceil(u.width * fraction)));
+  return m;
+}
+
+// A copy of `net` (unfused) with its own weights.
+nn::Net Clone(nn::NetImpl& net) { return PruneChannels(net, {}); }
+
+int64_t LongSteps(const SearchOptions& o, const nn::TrainTensors& train) {
+  const int64_t per_epoch = (train.x.size(0) + o.train.batch_size - 1) / o.train.batch_size;
+  return static_cast<int64_t>(std::llround(o.long_epochs * static_cast<double>(per_epoch)));
+}
+
+class Searcher {
+ public:
+  Searcher(const SearchInputs& in, const SearchOptions& opts)
+      : in_(in),
+        opts_(opts),
+        train_(nn::ToTrainTensors(in.data->train)),
+        val_(in.data->val.First(std::min(opts.val_images, in.data->val.count))),
+        min_(MinWidths(in.base->spec(), opts.min_width)) {}
+
+  const nn::TrainTensors& train() const { return train_; }
+
+  // Runs one trajectory; returns a branch (short-term tuned) per context index.
+  std::map<size_t, Branch> Trajectory(const Objective& obj, const std::vector<Context>& contexts,
+                                      const std::vector<size_t>& members,
+                                      const std::string& label) {
+    const auto& table = *in_.table;
+    std::map<size_t, Branch> out;
+    std::vector<size_t> pending = members;
+    nn::Net cur = Clone(*in_.base);
+    const double j0 = Evaluate(obj, cur->spec(), table);
+    int iteration = 0;
+    std::vector<std::string> order;
+    auto snap = [&](bool best_effort) {
+      for (auto it = pending.begin(); it != pending.end();) {
+        if (best_effort || Meets(contexts[*it], cur->spec(), table)) {
+          Branch b{contexts[*it], Clone(*cur), best_effort, iteration,
+                   iteration * opts_.short_steps, order};
+          out[*it] = std::move(b);
+          it = pending.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    };
+    auto meets_pending = [&](const ModelSpec& s) {
+      for (size_t i : pending)
+        if (Meets(contexts[i], s, table)) return true;
+      return false;
+    };
+    snap(false);
+    // Worst case: every unit goes from its width to its minimum one channel at a time.
+    Progress progress("prune " + label, static_cast<int64_t>(pending.size()));
+    while (!pending.empty() && iteration < opts_.max_iterations) {
+      const ModelSpec spec = cur->spec();
+      const double target = Evaluate(obj, spec, table) - opts_.step * j0;
+      struct Candidate {
+        std::string unit;
+        ModelSpec spec;
+        bool meets;
+        double j;
+      };
+      std::vector<Candidate> candidates;
+      for (const Unit& u : Units(spec)) {
+        const int lo = min_.at(u.name);
+        if (u.width <= lo) continue;
+        auto ok = [&](int w) {
+          ModelSpec s = WithUnitWidth(spec, u.name, w);
+          return Evaluate(obj, s, table) <= target || meets_pending(s);
+        };
+        // The widest width in [lo, width - 1] that makes the cut (ok() is monotone).
+        int a = lo, b = u.width - 1;
+        bool meets = ok(lo);
+        if (meets) {
+          while (a < b) {
+            int mid = (a + b + 1) / 2;
+            if (ok(mid)) a = mid; else b = mid - 1;
+          }
+        }
+        ModelSpec s = WithUnitWidth(spec, u.name, a);
+        candidates.push_back({u.name, s, meets, Evaluate(obj, s, table)});
+      }
+      if (candidates.empty()) break;  // every unit at its minimum width
+      // NetAdapt keeps the candidates that make the cut; when none can, the one
+      // that cuts deepest continues alone (no fine-tuning needed to choose).
+      bool any = std::any_of(candidates.begin(), candidates.end(), [](auto& c) { return c.meets; });
+      if (any) {
+        std::erase_if(candidates, [](auto& c) { return !c.meets; });
+      } else {
+        auto best = std::min_element(candidates.begin(), candidates.end(),
+                                     [](auto& x, auto& y) { return x.j < y.j; });
+        candidates = {*best};
+      }
+      auto importance = ChannelImportance(*cur, opts_.importance, in_.data);
+      nn::Net best = nullptr;
+      double best_acc = -1, best_j = 0;
+      std::string best_unit;
+      for (size_t k = 0; k < candidates.size(); ++k) {
+        const Candidate& c = candidates[k];
+        nn::Net net = PruneTo(*cur, c.spec, importance);
+        nn::TrainOptions t = opts_.train;
+        t.lr = opts_.short_lr;
+        t.quiet = true;
+        t.seed = opts_.train.seed + 1000 * iteration + k;
+        nn::FineTune(net, train_, opts_.short_steps, t);
+        double acc = candidates.size() > 1 ? nn::Evaluate(net, val_, in_.data->Classes()).accuracy : 0;
+        if (acc > best_acc || (acc == best_acc && c.j < best_j)) {
+          best = net, best_acc = acc, best_j = c.j, best_unit = c.unit;
+        }
+      }
+      cur = best;
+      ++iteration;
+      order.push_back(best_unit);
+      snap(false);
+      if (!opts_.quiet) {
+        char extra[160];
+        std::snprintf(extra, sizeof extra, "iter %d cut %s -> %s  val %.2f%%", iteration,
+                      best_unit.c_str(), cur->spec().Summary().c_str(), 100 * best_acc);
+        progress.Update(static_cast<int64_t>(members.size() - pending.size()), extra);
+      }
+    }
+    snap(true);  // budgets the smallest model cannot meet: best effort
+    if (!opts_.quiet) progress.Finish("done in " + std::to_string(iteration) + " iterations");
+    return out;
+  }
+
+  // Long-term fine-tune of a branch.
+  void LongTune(Branch& b, int64_t steps) {
+    nn::TrainOptions t = opts_.train;
+    t.lr = opts_.long_lr;
+    t.quiet = opts_.quiet;
+    nn::FineTune(b.net, train_, steps, t);
+    b.steps += steps;
+  }
+
+  // The same keep ratio in every unit: the largest that meets the context.
+  Branch Uniform(const Context& c, const std::map<std::string, std::vector<double>>& l1) {
+    const ModelSpec base = in_.base->spec();
+    auto at = [&](double r) {
+      ModelSpec s = base;
+      for (const Unit& u : Units(base))
+        s = WithUnitWidth(s, u.name, std::max(min_.at(u.name), static_cast<int>(std::lround(r * u.width))));
+      return s;
+    };
+    double lo = 0, hi = 1;
+    bool best_effort = !Meets(c, at(0), *in_.table);
+    if (Meets(c, base, *in_.table)) lo = 1;
+    for (int i = 0; i < 40 && !best_effort && lo < 1; ++i) {
+      double mid = (lo + hi) / 2;
+      (Meets(c, at(mid), *in_.table) ? lo : hi) = mid;
+    }
+    return Branch{c, PruneTo(*in_.base, at(lo), l1), best_effort, 0, 0, {}};
+  }
+
+ private:
+  SearchInputs in_;
+  SearchOptions opts_;
+  nn::TrainTensors train_;
+  nn::Images val_;
+  std::map<std::string, int> min_;
+};
+
+}  // namespace
+
+std::vector<Branch> Search(Method method, const std::vector<Context>& contexts,
+                           const SearchInputs& in, const SearchOptions& opts,
+                           const std::vector<int64_t>* matched_steps) {
+  opts.Validate();
+  if (in.base->fused()) throw std::logic_error("Search needs the unfused base model");
+  nn::SetThreads(opts.train.threads);
+  Searcher searcher(in, opts);
+  const int64_t long_steps = LongSteps(opts, searcher.train());
+  std::vector<Branch> branches(contexts.size());
+  if (method == Method::kUniform) {
+    auto l1 = ChannelImportance(*in.base, Importance::kL1);
+    for (size_t i = 0; i < contexts.size(); ++i) {
+      branches[i] = searcher.Uniform(contexts[i], l1);
+      searcher.LongTune(branches[i], matched_steps ? matched_steps->at(i) : long_steps);
+    }
+    return branches;
+  }
+  // Group contexts into trajectories: one for MACs-only, one per ms_per_byte otherwise.
+  std::map<std::string, std::vector<size_t>> groups;
+  std::map<std::string, Objective> objectives;
+  for (size_t i = 0; i < contexts.size(); ++i) {
+    const Context& c = contexts[i];
+    Objective o;
+    o.macs = method == Method::kMacsOnly;
+    if (!o.macs) o.ms_per_byte = 8.0 / (c.downlink_kbps * c.inferences * c.slowdown);
+    char key[64];
+    std::snprintf(key, sizeof key, "%.6g", o.ms_per_byte);
+    groups[key].push_back(i);
+    objectives[key] = o;
+  }
+  for (auto& [key, members] : groups) {
+    std::string label = MethodName(method);
+    for (size_t i : members) label += " " + contexts[i].name;
+    for (auto& [i, b] : searcher.Trajectory(objectives[key], contexts, members, label))
+      branches[i] = std::move(b);
+  }
+  for (Branch& b : branches) searcher.LongTune(b, long_steps);
+  return branches;
+}
+
+torch::Tensor Probabilities(nn::NetImpl& net, const nn::Images& images) {
+  c10::InferenceMode guard;
+  net.eval();
+  std::vector<torch::Tensor> out;
+  for (int64_t b = 0; b < images.count; b += 500)
+    out.push_back(torch::softmax(net.forward(nn::ToTensor(images, b, b + 500)), 1));
+  return torch::cat(out);
+}
+
+Threshold ApplyThreshold(const torch::Tensor& branch_probs, const torch::Tensor& base_probs,
+                         const torch::Tensor& labels, double tau) {
+  auto [conf, pred] = branch_probs.max(1);
+  auto offload = conf < tau;
+  auto answer = torch::where(offload, base_probs.argmax(1), pred);
+  return {tau, offload.to(torch::kDouble).mean().item<double>(),
+          answer.eq(labels).to(torch::kDouble).mean().item<double>()};
+}
+
+Threshold ChooseThreshold(const torch::Tensor& branch_probs, const torch::Tensor& base_probs,
+                          const torch::Tensor& labels, double max_drop) {
+  const int64_t n = labels.size(0);
+  if (n == 0) throw UserError("no images to choose a threshold on");
+  auto [conf, pred] = branch_probs.max(1);
+  auto own = pred.eq(labels).to(torch::kInt64), base = base_probs.argmax(1).eq(labels).to(torch::kInt64);
+  const double goal = base.to(torch::kDouble).mean().item<double>() - max_drop;
+  // Offloading the k least confident inputs: scan k upwards, stepping over ties.
+  auto order = conf.argsort();
+  auto c = conf.index_select(0, order).to(torch::kDouble).contiguous();
+  auto o = own.index_select(0, order).contiguous(), b = base.index_select(0, order).contiguous();
+  const double* cp = c.data_ptr<double>();
+  const int64_t *op = o.data_ptr<int64_t>(), *bp = b.data_ptr<int64_t>();
+  int64_t correct = o.sum().item<int64_t>();
+  for (int64_t k = 0; k <= n; ++k) {
+    bool boundary = k == 0 || k == n || cp[k] != cp[k - 1];
+    if (boundary && static_cast<double>(correct) / n >= goal - 1e-12) {
+      double tau = k == n ? std::nextafter(1.0, 2.0) : cp[k];
+      return ApplyThreshold(branch_probs, base_probs, labels, tau);
+    }
+    if (k < n) correct += bp[k] - op[k];
+  }
+  return ApplyThreshold(branch_probs, base_probs, labels, std::nextafter(1.0, 2.0));
+}
+
+}  // namespace da::prune
