@@ -49,18 +49,38 @@ expect_error "corrupt data file" "train-images-idx3-ubyte" train --out "$tmp/x" 
 expect_error "eval of missing model" "not found" eval "$tmp/nomodel"
 expect_error "export of missing model" "not found" export "$tmp/nomodel"
 
-expect_ok "tiny train" "accuracy" train --widths "4/8 fc8" --epochs 1 --limit 300 --out "$tmp/m"
+expect_ok "tiny train" "accuracy" train --widths "4/8/8 fc8" --epochs 1 --limit 300 --out "$tmp/m"
 for f in spec.json weights.pt metrics.json; do
   [[ -s "$tmp/m/$f" ]] || { echo "FAIL train wrote no $f"; fails=$((fails + 1)); }
 done
-expect_ok "train --reuse skips training" "reused" train --widths "4/8 fc8" --epochs 1 --limit 300 --out "$tmp/m" --reuse
-expect_ok "train --reuse retrains on changed settings" "accuracy" train --widths "4/8 fc8" --epochs 1 --limit 200 --out "$tmp/m" --reuse
+expect_ok "train --reuse skips training" "reused" train --widths "4/8/8 fc8" --epochs 1 --limit 300 --out "$tmp/m" --reuse
+expect_ok "train --reuse retrains on changed settings" "accuracy" train --widths "4/8/8 fc8" --epochs 1 --limit 200 --out "$tmp/m" --reuse
 grep -q reused "$tmp/out" && { echo "FAIL reuse despite a changed --limit"; fails=$((fails + 1)); }
 expect_ok "eval" "test accuracy" eval "$tmp/m"
 expect_ok "export" "model.onnx" export "$tmp/m"
 [[ -s "$tmp/m/model.onnx" ]] || { echo "FAIL export wrote no model.onnx"; fails=$((fails + 1)); }
 expect_ok "bench infer" "ours / onnxruntime" bench infer "$tmp/m" --runs 10 --seconds 0.2 --rounds 1
 expect_error "bench infer without a model" "not found" bench infer "$tmp/nomodel"
+
+# Contexts, prediction and pruning.
+expect_ok "predict" "low-3g-150" predict "$tmp/m"
+printf '{"contexts": [{"name": "t", "device": "low", "network": "3g", "budget_ms": 20.5, "inferences": 100}]}' >"$tmp/ctx.json"
+expect_ok "tiny prune" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" --standard "$tmp/ctx.json" \
+  --out "$tmp/repo" --limit 300 --short-steps 1 --long-epochs 0 --val-images 100
+[[ -s "$tmp/repo/family.json" && -s "$tmp/repo/branches/t/model.onnx" ]] || { echo "FAIL prune wrote no family"; fails=$((fails + 1)); }
+expect_ok "prune --reuse" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" --standard "$tmp/ctx.json" \
+  --out "$tmp/repo" --limit 300 --short-steps 1 --long-epochs 0 --val-images 100 --reuse
+expect_error "prune of a missing base" "not found" prune --base "$tmp/nomodel" --out "$tmp/r2"
+expect_error "unknown importance" "importance" prune --base "$tmp/m" --out "$tmp/r2" --importance magic
+expect_error "bad step" "step" prune --base "$tmp/m" --out "$tmp/r2" --step 1.5
+printf '{"contexts": [{"name": "t", "device": "tablet", "network": "3g", "budget_ms": 20, "inferences": 1}]}' >"$tmp/badctx.json"
+expect_error "unknown device class" "unknown device class 'tablet'" predict "$tmp/m" --contexts "$tmp/badctx.json"
+printf '{"contexts": [{"name": "t", "device": "low", "network": "3g", "budget_ms": -1, "inferences": 1}]}' >"$tmp/badctx.json"
+expect_error "negative budget" "budget_ms" predict "$tmp/m" --contexts "$tmp/badctx.json"
+printf '{"contexts": [' >"$tmp/badctx.json"
+expect_error "truncated contexts file" "not valid JSON" predict "$tmp/m" --contexts "$tmp/badctx.json"
+expect_error "missing latency table" "none.json" bench predictor --table "$tmp/none.json"
+expect_error "profile with a bad input shape" "input" profile --input 0,28,28 --out "$tmp/t.json"
 expect_error "export to an unwritable place" "cannot" export "$tmp/m" --out /proc/nope/model.onnx
 
 cp -r "$tmp/m" "$tmp/corrupt"

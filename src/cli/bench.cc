@@ -146,6 +146,7 @@ void AddBench(CLI::App& app) {
                 r.throughput_ratio >= 1.0 ? "met" : "NOT met");
   });
   AddPredictorBench(*bench);
+  AddPruneBench(*bench);
 }
 
 }  // namespace da::cli

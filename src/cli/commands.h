@@ -10,6 +10,8 @@ void AddEval(CLI::App& app);
 void AddExport(CLI::App& app);
 void AddBench(CLI::App& app);
 void AddProfile(CLI::App& app);
+void AddPrune(CLI::App& app);          // prune, predict
+void AddPruneBench(CLI::App& bench);   // bench prune
 
 // A path inside the source tree (profiles/, web/), for flag defaults.
 std::string SourcePath(const std::string& relative);

@@ -28,6 +28,7 @@ int main(int argc, char** argv) {
   da::cli::AddExport(app);
   da::cli::AddBench(app);
   da::cli::AddProfile(app);
+  da::cli::AddPrune(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -68,7 +68,8 @@ Profiles Profiles::Load(const std::string& dir) {
     if (!names.insert(name).second) throw UserError(what + ": duplicate name '" + name + "'");
   };
   const std::string dev_path = dir + "/devices.json", net_path = dir + "/networks.json";
-  for (const auto& d : List(ParseJsonFile(dev_path), "devices", dev_path)) {
+  const nlohmann::json devices = ParseJsonFile(dev_path), networks = ParseJsonFile(net_path);
+  for (const auto& d : List(devices, "devices", dev_path)) {
     std::string what = dev_path + ": device";
     DeviceClass c;
     c.name = Name(d, "name", what);
@@ -80,7 +81,7 @@ Profiles Profiles::Load(const std::string& dir) {
     c.idle_mw = NonNegative(d, "idle_mw", what);
     p.devices.push_back(c);
   }
-  for (const auto& n : List(ParseJsonFile(net_path), "networks", net_path)) {
+  for (const auto& n : List(networks, "networks", net_path)) {
     std::string what = net_path + ": network";
     NetworkPreset c;
     c.name = Name(n, "name", what);
@@ -151,7 +152,8 @@ nlohmann::json Context::ToJson() const {
 std::vector<Context> LoadContexts(const std::string& path, const Profiles& profiles) {
   std::vector<Context> out;
   std::set<std::string> names;
-  for (const auto& j : List(ParseJsonFile(path), "contexts", path)) {
+  const nlohmann::json file = ParseJsonFile(path);
+  for (const auto& j : List(file, "contexts", path)) {
     try {
       out.push_back(Context::FromJson(j, profiles));
     } catch (const UserError& e) {

@@ -101,6 +101,8 @@ class Searcher {
     const double j0 = Evaluate(obj, cur->spec(), table);
     int iteration = 0;
     std::vector<std::string> order;
+    std::vector<std::pair<ModelSpec, double>> trajectory = {
+        {cur->spec(), nn::Evaluate(cur, val_, in_.data->Classes()).accuracy}};
     auto snap = [&](bool best_effort) {
       for (auto it = pending.begin(); it != pending.end();) {
         if (best_effort || Meets(contexts[*it], cur->spec(), table)) {
@@ -173,7 +175,7 @@ class Searcher {
         t.quiet = true;
         t.seed = opts_.train.seed + 1000 * iteration + k;
         nn::FineTune(net, train_, opts_.short_steps, t);
-        double acc = candidates.size() > 1 ? nn::Evaluate(net, val_, in_.data->Classes()).accuracy : 0;
+        double acc = nn::Evaluate(net, val_, in_.data->Classes()).accuracy;
         if (acc > best_acc || (acc == best_acc && c.j < best_j)) {
           best = net, best_acc = acc, best_j = c.j, best_unit = c.unit;
         }
@@ -181,6 +183,7 @@ class Searcher {
       cur = best;
       ++iteration;
       order.push_back(best_unit);
+      trajectory.push_back({cur->spec(), best_acc});
       snap(false);
       if (!opts_.quiet) {
         char extra[160];
@@ -190,12 +193,14 @@ class Searcher {
       }
     }
     snap(true);  // budgets the smallest model cannot meet: best effort
+    for (auto& [i, b] : out) b.trajectory = trajectory;
     if (!opts_.quiet) progress.Finish("done in " + std::to_string(iteration) + " iterations");
     return out;
   }
 
-  // Long-term fine-tune of a branch.
+  // Long-term fine-tune of a branch (none for the base itself: nothing was cut).
   void LongTune(Branch& b, int64_t steps) {
+    if (b.net->spec() == in_.base->spec()) return;
     nn::TrainOptions t = opts_.train;
     t.lr = opts_.long_lr;
     t.quiet = opts_.quiet;
@@ -290,6 +295,9 @@ Threshold ApplyThreshold(const torch::Tensor& branch_probs, const torch::Tensor&
           answer.eq(labels).to(torch::kDouble).mean().item<double>()};
 }
 
+// Above every float probability: the branch never answers itself.
+const double kAlwaysOffload = std::nextafter(1.0f, 2.0f);
+
 Threshold ChooseThreshold(const torch::Tensor& branch_probs, const torch::Tensor& base_probs,
                           const torch::Tensor& labels, double max_drop) {
   const int64_t n = labels.size(0);
@@ -307,12 +315,12 @@ Threshold ChooseThreshold(const torch::Tensor& branch_probs, const torch::Tensor
   for (int64_t k = 0; k <= n; ++k) {
     bool boundary = k == 0 || k == n || cp[k] != cp[k - 1];
     if (boundary && static_cast<double>(correct) / n >= goal - 1e-12) {
-      double tau = k == n ? std::nextafter(1.0, 2.0) : cp[k];
+      double tau = k == n ? kAlwaysOffload : cp[k];
       return ApplyThreshold(branch_probs, base_probs, labels, tau);
     }
     if (k < n) correct += bp[k] - op[k];
   }
-  return ApplyThreshold(branch_probs, base_probs, labels, std::nextafter(1.0, 2.0));
+  return ApplyThreshold(branch_probs, base_probs, labels, kAlwaysOffload);
 }
 
 }  // namespace da::prune

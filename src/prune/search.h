@@ -65,6 +65,9 @@ struct Branch {
   int iterations = 0;        // pruning iterations on its trajectory
   int64_t steps = 0;         // fine-tune batches spent on its own path (short + long)
   std::vector<std::string> pruned_order;  // units in the order the search cut them
+  // Its whole trajectory (iterative methods): each iteration's model and its
+  // validation-subset accuracy after short-term fine-tuning, base first.
+  std::vector<std::pair<nn::ModelSpec, double>> trajectory;
 };
 
 // One branch per context, in the contexts' order. kUniform fine-tunes branch i

@@ -1,0 +1,18 @@
+#pragma once
+// Minimal SVG plots for benchmark reports (no external libraries).
+#include <string>
+#include <vector>
+
+namespace da {
+
+struct Series {
+  std::string name, color;  // color: any SVG color
+  std::vector<double> x, y;
+  bool lines = false;  // connect the points in order
+};
+
+// A scatter (or line) plot with axes, ticks, labels and a legend, as SVG text.
+std::string SvgPlot(const std::string& title, const std::string& x_label,
+                    const std::string& y_label, const std::vector<Series>& series);
+
+}  // namespace da
