@@ -35,7 +35,8 @@ void ExpectUserError(F f, const std::string& text) {
 }
 
 json Good() {
-  return {{"name", "c"}, {"device", "mid"}, {"network", "4g"}, {"budget_ms", 20}, {"inferences", 10}};
+  return {
+      {"name", "c"}, {"device", "mid"}, {"network", "4g"}, {"budget_ms", 20}, {"inferences", 10}};
 }
 }  // namespace
 
@@ -113,13 +114,20 @@ TEST(Context, BadFilesGetClearErrors) {
   };
   ExpectUserError([&] { LoadContexts(write("a.json", "{"), Shipped()); }, "not valid JSON");
   // JSON has no infinity: a number too large for a double is a parse error.
-  ExpectUserError([&] { LoadContexts(write("d.json", R"({"contexts": [{"name": "c", "budget_ms": 1e999}]})"), Shipped()); }, "not valid JSON");
-  ExpectUserError([&] { LoadContexts(write("b.json", R"({"contexts": []})"), Shipped()); }, "at least one");
+  ExpectUserError(
+      [&] {
+        LoadContexts(write("d.json", R"({"contexts": [{"name": "c", "budget_ms": 1e999}]})"),
+                     Shipped());
+      },
+      "not valid JSON");
+  ExpectUserError([&] { LoadContexts(write("b.json", R"({"contexts": []})"), Shipped()); },
+                  "at least one");
   json two = {{"contexts", {Good(), Good()}}};
   ExpectUserError([&] { LoadContexts(write("c.json", two.dump()), Shipped()); }, "duplicate");
   ExpectUserError([&] { LoadContexts((dir / "none.json").string(), Shipped()); }, "none.json");
   fs::create_directories(dir / "p");
-  write("p/devices.json", R"({"devices": [{"name": "x", "slowdown": 0, "compute_mw": 1, "idle_mw": 1}]})");
+  write("p/devices.json",
+        R"({"devices": [{"name": "x", "slowdown": 0, "compute_mw": 1, "idle_mw": 1}]})");
   write("p/networks.json", da::ReadFile(kProfiles + "/networks.json"));
   ExpectUserError([&] { Profiles::Load((dir / "p").string()); }, "slowdown");
   fs::remove_all(dir);
@@ -169,7 +177,8 @@ TEST(LatencyTable, InterpolatesExtrapolatesAndRoundTrips) {
     if (l.two_d && l.layer.in_ch != 1 && l.layer.in_ch != 4 && l.layer.out_ch != 1 &&
         l.layer.out_ch != 8 && l.layer.out_ch != 128)
       continue;  // off-grid on both axes: bilinear is not exact for a product
-    EXPECT_NEAR(t.LayerMs(l), expect, 1e-12) << l.key << " " << l.layer.in_ch << "x" << l.layer.out_ch;
+    EXPECT_NEAR(t.LayerMs(l), expect, 1e-12)
+        << l.key << " " << l.layer.in_ch << "x" << l.layer.out_ch;
   }
   KeyedLayer wide = KeyedLayers(spec)[0];
   wide.layer.in_ch = 1, wide.layer.out_ch = 200;  // past the grid: linear
@@ -224,5 +233,9 @@ TEST(LatencyTable, ProfilesATinyModelOnTheWasmRuntime) {
   EXPECT_LT(std::abs(predicted - measured[0]) / measured[0], 1.0);
   WasmTimerOptions broken = o;
   broken.script = "/nonexistent/script.mjs";
-  ExpectUserError([&] { TimeOnWasm({{da::nn::OnnxModelBytes(spec, 0.01f), {{1, 28, 28}}}}, broken); }, "failed");
+  ExpectUserError(
+      [&] {
+        TimeOnWasm({{da::nn::OnnxModelBytes(spec, 0.01f), {{1, 28, 28}}}}, broken);
+      },
+      "failed");
 }

@@ -145,9 +145,10 @@ TEST(Units, CoverEveryPrunableLayerOnce) {
 // A pruned model computes what the original computes with the removed channels
 // zeroed, for both families (residual groups included).
 TEST(PruneChannels, MatchesTheOriginalWithThoseChannelsZeroed) {
-  for (const ModelSpec& spec : {ModelSpec::Default(Family::kVgg).WithWidths("6,5/8/9 fc7"),
-                                ModelSpec::Default(Family::kResnet).WithWidths("6:5,4/8:6,5/7:4"),
-                                ModelSpec::Default(Family::kResnet, 3, 32, 32).WithWidths("5:4/6:3")}) {
+  for (const ModelSpec& spec :
+       {ModelSpec::Default(Family::kVgg).WithWidths("6,5/8/9 fc7"),
+        ModelSpec::Default(Family::kResnet).WithWidths("6:5,4/8:6,5/7:4"),
+        ModelSpec::Default(Family::kResnet, 3, 32, 32).WithWidths("5:4/6:3")}) {
     torch::manual_seed(3);
     Net net(spec);
     da::test::RandomizeBatchNorm(*net);
@@ -211,7 +212,8 @@ TEST(Search, NetworkAndComputeBoundContextsPruneDifferently) {
   ModelSpec spec = ModelSpec::Default(Family::kVgg).WithWidths("24/24/32 fc256");
   Net base = TrainedTiny(spec);
   LatencyTable table = MacTable(spec);
-  Context net_bound = MakeContext("net", "low", "3g", 1), cpu_bound = MakeContext("cpu", "low", "wifi", 1);
+  Context net_bound = MakeContext("net", "low", "3g", 1),
+          cpu_bound = MakeContext("cpu", "low", "wifi", 1);
   cpu_bound.downlink_kbps = 1e6;  // practically free downloads
   for (Context* c : {&net_bound, &cpu_bound}) SetBudget(*c, table, spec, 0.6);
   auto branches = Search(Method::kContextAware, {net_bound, cpu_bound},
@@ -239,7 +241,8 @@ TEST(Search, ImpossibleBudgetGivesAFlaggedBestEffortBranch) {
   SearchOptions o = TinySearch();
   o.step = 0.5;
   o.short_steps = 1;
-  Context ok = MakeContext("ok", "high", "wifi", 1000), never = MakeContext("never", "low", "3g", 1);
+  Context ok = MakeContext("ok", "high", "wifi", 1000),
+          never = MakeContext("never", "low", "3g", 1);
   for (Method m : {Method::kContextAware, Method::kUniform, Method::kMacsOnly}) {
     auto b = Search(m, {ok, never}, {&Data(), &table, base.get()}, o);
     ASSERT_EQ(b.size(), 2u);

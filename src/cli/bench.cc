@@ -4,11 +4,11 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "common/progress.h"
 #include "context/latency.h"
 #include "nn/infer_bench.h"
 #include "nn/model_dir.h"
 #include "nn/onnx_export.h"
-#include "common/progress.h"
 
 namespace da::cli {
 namespace {
@@ -60,8 +60,7 @@ void AddPredictorBench(CLI::App& bench) {
     std::vector<context::WasmModel> models;
     torch::manual_seed(f->seed);
     for (nn::Family fam : {nn::Family::kVgg, nn::Family::kResnet}) {
-      nn::ModelSpec base =
-          nn::ModelSpec::Default(fam, f->input[0], f->input[1], f->input[2]);
+      nn::ModelSpec base = nn::ModelSpec::Default(fam, f->input[0], f->input[1], f->input[2]);
       for (int i = 0; i < f->count; ++i) {
         specs.push_back(RandomWidths(base, rng));
         nn::Net net(specs.back());
@@ -87,8 +86,8 @@ void AddPredictorBench(CLI::App& bench) {
     double median = errors[errors.size() / 2], worst = errors.back();
     std::printf("absolute error over %zu models: median %.1f%%, worst %.1f%%\n", errors.size(),
                 100 * median, 100 * worst);
-    std::printf("goal: median <= 10%% (%s), worst <= 25%% (%s)\n", median <= 0.10 ? "met" : "NOT met",
-                worst <= 0.25 ? "met" : "NOT met");
+    std::printf("goal: median <= 10%% (%s), worst <= 25%% (%s)\n",
+                median <= 0.10 ? "met" : "NOT met", worst <= 0.25 ? "met" : "NOT met");
   });
 }
 

@@ -14,8 +14,9 @@ namespace da::cli {
 std::string RuntimeDescription() {
   std::string ort = "?";
   try {
-    ort = nlohmann::json::parse(ReadFile(SourcePath("web/node_modules/onnxruntime-web/package.json")))
-              .value("version", "?");
+    ort =
+        nlohmann::json::parse(ReadFile(SourcePath("web/node_modules/onnxruntime-web/package.json")))
+            .value("version", "?");
   } catch (const std::exception&) {
   }
   std::string node = RunCommand("node --version");
@@ -76,8 +77,7 @@ void AddProfile(CLI::App& app) {
                                                f->input[2], f->classes));
     }
     for (const auto& s : specs) std::printf("profiling layers of %s\n", s.Summary().c_str());
-    context::LatencyTable t =
-        context::ProfileLatency(specs, f->timer, RuntimeDescription());
+    context::LatencyTable t = context::ProfileLatency(specs, f->timer, RuntimeDescription());
     t.Save(f->out);
     size_t cells = 0;
     for (const auto& [key, e] : t.entries) cells += e.ms.size();

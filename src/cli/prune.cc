@@ -41,18 +41,21 @@ void AddPruneOptions(CLI::App* cmd, PruneFlags& f) {
       ->capture_default_str();
   cmd->add_option("--step", f.search.step, "Objective cut per iteration (fraction of the base's)")
       ->capture_default_str();
-  cmd->add_option("--short-steps", f.search.short_steps, "Short-term fine-tune batches per candidate")
+  cmd->add_option("--short-steps", f.search.short_steps,
+                  "Short-term fine-tune batches per candidate")
       ->capture_default_str();
   cmd->add_option("--long-epochs", f.search.long_epochs, "Long-term fine-tune epochs per branch")
       ->capture_default_str();
   cmd->add_option("--val-images", f.search.val_images, "Validation images scoring candidates")
       ->capture_default_str();
-  cmd->add_option("--min-width", f.search.min_width, "Narrowest unit, as a fraction of its base width")
+  cmd->add_option("--min-width", f.search.min_width,
+                  "Narrowest unit, as a fraction of its base width")
       ->capture_default_str();
   cmd->add_option("--accuracy-drop", f.search.accuracy_drop,
                   "Thresholds keep collaborative validation accuracy >= base - this")
       ->capture_default_str();
-  cmd->add_option("--limit", f.search.train.limit, "Fine-tune on the first N training images (0: all)")
+  cmd->add_option("--limit", f.search.train.limit,
+                  "Fine-tune on the first N training images (0: all)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--threads", f.search.train.threads, "Threads (0: all cores)")
@@ -94,30 +97,34 @@ void BenchPrune(PruneFlags& f) {
   using prune::Method;
   std::map<Method, nlohmann::json> fam;
   auto dir = [&](Method m) { return (fs::path(f.out) / prune::MethodName(m)).string(); };
-  fam[Method::kContextAware] =
-      prune::BuildFamily(l->inputs, f.search, Method::kContextAware, dir(Method::kContextAware), f.reuse);
+  fam[Method::kContextAware] = prune::BuildFamily(l->inputs, f.search, Method::kContextAware,
+                                                  dir(Method::kContextAware), f.reuse);
   // The baselines get the fine-tuning budget context-aware spent on each context.
   std::vector<int64_t> steps;
-  for (const auto& b : fam[Method::kContextAware]["branches"]) steps.push_back(b["fine_tune_steps"]);
-  fam[Method::kUniform] =
-      prune::BuildFamily(l->inputs, f.search, Method::kUniform, dir(Method::kUniform), f.reuse, &steps);
+  for (const auto& b : fam[Method::kContextAware]["branches"])
+    steps.push_back(b["fine_tune_steps"]);
+  fam[Method::kUniform] = prune::BuildFamily(l->inputs, f.search, Method::kUniform,
+                                             dir(Method::kUniform), f.reuse, &steps);
   fam[Method::kMacsOnly] =
       prune::BuildFamily(l->inputs, f.search, Method::kMacsOnly, dir(Method::kMacsOnly), f.reuse);
 
   const auto& base = fam[Method::kContextAware]["base"];
   std::printf("base %s: test %.2f%%; contexts from %s\n", base["spec"].get<std::string>().c_str(),
-              100 * Num(base, "test_accuracy"), (f.contexts.empty() ? f.standard : f.contexts).c_str());
+              100 * Num(base, "test_accuracy"),
+              (f.contexts.empty() ? f.standard : f.contexts).c_str());
   const Method methods[] = {Method::kContextAware, Method::kUniform, Method::kMacsOnly};
   std::map<Method, std::vector<double>> acc, ratio;
   std::map<Method, Series> series;
   const char* colors[] = {"#d62728", "#1f77b4", "#2ca02c"};
-  for (int k = 0; k < 3; ++k) series[methods[k]] = {prune::MethodName(methods[k]), colors[k], {}, {}};
+  for (int k = 0; k < 3; ++k)
+    series[methods[k]] = {prune::MethodName(methods[k]), colors[k], {}, {}};
   std::vector<std::string> network_bound;
   for (size_t i = 0; i < l->contexts.size(); ++i) {
     const context::Context& c = l->contexts[i];
-    const double base_ms = base["predicted"].contains(c.name)
-                               ? Num(base["predicted"][c.name], "latency_ms")
-                               : context::Predict(c, l->table, nn::LoadModelDir(f.base)->spec()).total_ms;
+    const double base_ms =
+        base["predicted"].contains(c.name)
+            ? Num(base["predicted"][c.name], "latency_ms")
+            : context::Predict(c, l->table, nn::LoadModelDir(f.base)->spec()).total_ms;
     const auto& bp = base["predicted"].value(c.name, nlohmann::json());
     bool net_bound = !bp.is_null() && Num(bp, "download_ms") > Num(bp, "compute_ms");
     if (net_bound) network_bound.push_back(c.name);
@@ -130,9 +137,10 @@ void BenchPrune(PruneFlags& f) {
       const auto& b = fam[m]["branches"][i];
       std::string spec = b["spec"];
       spec = spec.substr(spec.find(' ') + 1);
-      std::printf("  %-14s %-36s %6.2f ms%s %8.0f %8.2f %8.2f %8.2f\n", prune::MethodName(m).c_str(),
-                  spec.c_str(), Num(b, "latency_ms"), b["best_effort"].get<bool>() ? "!" : " ",
-                  Num(b, "bytes") / 1024, 2 * Num(b, "macs") / 1e6, 100 * Num(b, "val_accuracy"),
+      std::printf("  %-14s %-36s %6.2f ms%s %8.0f %8.2f %8.2f %8.2f\n",
+                  prune::MethodName(m).c_str(), spec.c_str(), Num(b, "latency_ms"),
+                  b["best_effort"].get<bool>() ? "!" : " ", Num(b, "bytes") / 1024,
+                  2 * Num(b, "macs") / 1e6, 100 * Num(b, "val_accuracy"),
                   100 * Num(b, "test_accuracy"));
       acc[m].push_back(Num(b, "test_accuracy"));
       ratio[m].push_back(Num(b, "latency_ms") / c.budget_ms);
@@ -152,9 +160,12 @@ void BenchPrune(PruneFlags& f) {
   const double gain = 100 * (mean(acc[Method::kContextAware]) - mean(acc[Method::kUniform]));
   bool not_slower = true;
   for (size_t i = 0; i < l->contexts.size(); ++i)
-    not_slower = not_slower && ratio[Method::kContextAware][i] <= std::max(1.0, ratio[Method::kUniform][i]) + 1e-9;
-  std::printf("context-aware vs uniform: %+.2f points mean test accuracy, latency within budget where uniform's is: %s\n",
-              gain, not_slower ? "yes" : "no");
+    not_slower = not_slower && ratio[Method::kContextAware][i] <=
+                                   std::max(1.0, ratio[Method::kUniform][i]) + 1e-9;
+  std::printf(
+      "context-aware vs uniform: %+.2f points mean test accuracy, latency within budget where "
+      "uniform's is: %s\n",
+      gain, not_slower ? "yes" : "no");
   std::printf("goal: >= +0.5 points at equal or lower predicted latency (%s)\n",
               gain >= 0.5 && not_slower ? "met" : "NOT met");
   // Network-bound contexts: the latency MACs-only needs to reach context-aware's
@@ -163,18 +174,21 @@ void BenchPrune(PruneFlags& f) {
   int wins = 0, total = 0;
   for (size_t i = 0; i < l->contexts.size(); ++i) {
     const context::Context& c = l->contexts[i];
-    if (std::find(network_bound.begin(), network_bound.end(), c.name) == network_bound.end()) continue;
+    if (std::find(network_bound.begin(), network_bound.end(), c.name) == network_bound.end())
+      continue;
     const auto& aware = fam[Method::kContextAware]["branches"][i];
     const auto& traj_a = aware["trajectory"];
     const nlohmann::json* point = nullptr;  // the aware branch's own checkpoint
     for (const auto& p : traj_a)
-      if (nn::ModelSpec::FromJson(p["spec"]).Summary() == aware["spec"].get<std::string>()) point = &p;
+      if (nn::ModelSpec::FromJson(p["spec"]).Summary() == aware["spec"].get<std::string>())
+        point = &p;
     if (!point) continue;
     const double a_acc = Num(*point, "val_subset_accuracy"), a_ms = Num(aware, "latency_ms");
     double m_ms = INFINITY;
     for (const auto& p : fam[Method::kMacsOnly]["branches"][i]["trajectory"])
       if (Num(p, "val_subset_accuracy") >= a_acc)
-        m_ms = std::min(m_ms, context::Predict(c, l->table, nn::ModelSpec::FromJson(p["spec"])).total_ms);
+        m_ms = std::min(m_ms,
+                        context::Predict(c, l->table, nn::ModelSpec::FromJson(p["spec"])).total_ms);
     ++total;
     wins += a_ms < m_ms;
     std::printf("  %-16s accuracy %.2f%%: context-aware %.2f ms, macs-only %s\n", c.name.c_str(),
@@ -187,9 +201,10 @@ void BenchPrune(PruneFlags& f) {
   std::vector<Series> plot;
   for (Method m : methods) plot.push_back(series[m]);
   const std::string svg = (fs::path(f.out) / "prune.svg").string();
-  WriteFileAtomic(svg, SvgPlot("Branch models: accuracy vs predicted latency (one point per context)",
-                               "predicted latency / base model's in the same context",
-                               "test accuracy (%)", plot));
+  WriteFileAtomic(
+      svg,
+      SvgPlot("Branch models: accuracy vs predicted latency (one point per context)",
+              "predicted latency / base model's in the same context", "test accuracy (%)", plot));
   std::printf("plot: %s\n", svg.c_str());
 }
 
@@ -202,8 +217,8 @@ void AddPrune(CLI::App& app) {
   AddPruneOptions(cmd, *f);
   cmd->callback([f] {
     auto l = Load(*f);
-    nlohmann::json family = prune::BuildFamily(l->inputs, f->search, prune::Method::kContextAware,
-                                               f->out, f->reuse);
+    nlohmann::json family =
+        prune::BuildFamily(l->inputs, f->search, prune::Method::kContextAware, f->out, f->reuse);
     std::printf("%s%s: %zu branch models, built in %s\n", prune::FamilyTable(family).c_str(),
                 f->out.c_str(), family["branches"].size(),
                 Progress::FormatDuration(family["seconds"].get<double>()).c_str());
@@ -228,7 +243,8 @@ void AddPrune(CLI::App& app) {
     for (const std::string& dir : p->models) {
       nn::ModelSpec spec = nn::LoadModelDir(dir)->spec();
       std::printf("%s (%s): %s bytes, %.3f ms on the reference runtime\n", dir.c_str(),
-                  spec.Summary().c_str(), Thousands(nn::OnnxBytes(spec)).c_str(), table.ModelMs(spec));
+                  spec.Summary().c_str(), Thousands(nn::OnnxBytes(spec)).c_str(),
+                  table.ModelMs(spec));
       std::printf("  %-16s %10s %10s %10s %10s %10s\n", "context", "budget", "latency", "download",
                   "compute", "energy");
       for (const auto& c : contexts) {

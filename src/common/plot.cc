@@ -10,10 +10,14 @@ namespace {
 std::string Escape(const std::string& s) {
   std::string o;
   for (char c : s) {
-    if (c == '<') o += "&lt;";
-    else if (c == '>') o += "&gt;";
-    else if (c == '&') o += "&amp;";
-    else o += c;
+    if (c == '<')
+      o += "&lt;";
+    else if (c == '>')
+      o += "&gt;";
+    else if (c == '&')
+      o += "&amp;";
+    else
+      o += c;
   }
   return o;
 }
@@ -46,11 +50,12 @@ std::string SvgPlot(const std::string& title, const std::string& x_label,
   auto Y = [&](double v) { return H - B - (v - y0) / (y1 - y0) * (H - T - B); };
   std::string o;
   char buf[512];
-  std::snprintf(buf, sizeof buf,
-                "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
-                "font-family='sans-serif' font-size='12'>\n<rect width='100%%' height='100%%' "
-                "fill='white'/>\n<text x='%.0f' y='24' font-size='15' text-anchor='middle'>%s</text>\n",
-                W, H, (L + W - R) / 2, Escape(title).c_str());
+  std::snprintf(
+      buf, sizeof buf,
+      "<svg xmlns='http://www.w3.org/2000/svg' width='%.0f' height='%.0f' "
+      "font-family='sans-serif' font-size='12'>\n<rect width='100%%' height='100%%' "
+      "fill='white'/>\n<text x='%.0f' y='24' font-size='15' text-anchor='middle'>%s</text>\n",
+      W, H, (L + W - R) / 2, Escape(title).c_str());
   o += buf;
   for (int axis = 0; axis < 2; ++axis) {
     double lo = axis ? y0 : x0, hi = axis ? y1 : x1, step = TickStep(hi - lo);
@@ -90,10 +95,11 @@ std::string SvgPlot(const std::string& title, const std::string& x_label,
                     Y(s.y[i]), s.color.c_str());
       o += buf;
     }
-    std::snprintf(buf, sizeof buf,
-                  "<circle cx='%.0f' cy='%.0f' r='5' fill='%s'/><text x='%.0f' y='%.0f'>%s</text>\n",
-                  W - R + 16, T + 14 + 20.0 * k, s.color.c_str(), W - R + 26, T + 18 + 20.0 * k,
-                  Escape(s.name).c_str());
+    std::snprintf(
+        buf, sizeof buf,
+        "<circle cx='%.0f' cy='%.0f' r='5' fill='%s'/><text x='%.0f' y='%.0f'>%s</text>\n",
+        W - R + 16, T + 14 + 20.0 * k, s.color.c_str(), W - R + 26, T + 18 + 20.0 * k,
+        Escape(s.name).c_str());
     o += buf;
   }
   return o + "</svg>\n";

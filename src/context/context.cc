@@ -111,8 +111,8 @@ Context Context::FromJson(const nlohmann::json& j, const Profiles& profiles) {
   Context c;
   c.name = Name(j, "name", "invalid context");
   const std::string what = "invalid context '" + c.name + "'";
-  static const std::set<std::string> known = {"name",        "device",        "network",
-                                              "budget_ms",   "inferences",    "slowdown",
+  static const std::set<std::string> known = {"name",          "device",      "network",
+                                              "budget_ms",     "inferences",  "slowdown",
                                               "downlink_kbps", "uplink_kbps", "rtt_ms"};
   for (const auto& [key, value] : j.items())
     if (!known.count(key)) throw UserError(what + ": unknown field \"" + key + "\"");

@@ -121,8 +121,9 @@ LatencyTable LatencyTable::FromJson(const nlohmann::json& j) {
 }
 
 LatencyTable LatencyTable::Load(const std::string& path) {
+  const std::string text = ReadFile(path);  // its errors name the file
   try {
-    return FromJson(nlohmann::json::parse(ReadFile(path)));
+    return FromJson(nlohmann::json::parse(text));
   } catch (const nlohmann::json::exception& e) {
     throw UserError(path + ": not valid JSON: " + e.what());
   } catch (const UserError& e) {
@@ -131,9 +132,11 @@ LatencyTable LatencyTable::Load(const std::string& path) {
 }
 
 nlohmann::json LatencyTable::ToJson() const {
-  nlohmann::json j = {
-      {"runtime", runtime}, {"overhead_ms", overhead_ms}, {"scale", scale},
-      {"per_layer_ms", per_layer_ms}, {"entries", {}}};
+  nlohmann::json j = {{"runtime", runtime},
+                      {"overhead_ms", overhead_ms},
+                      {"scale", scale},
+                      {"per_layer_ms", per_layer_ms},
+                      {"entries", {}}};
   for (const auto& [key, e] : entries) {
     nlohmann::json je = {{"in", e.in}, {"ms", e.ms}};
     if (!e.out.empty()) je["out"] = e.out;
@@ -152,7 +155,8 @@ double LatencyTable::LayerMs(const KeyedLayer& l) const {
   const Entry& e = it->second;
   auto at = [&](size_t r) {
     if (e.out.empty()) return e.ms[r];
-    return Interp(e.out, [&](size_t c) { return e.ms[r * e.out.size() + c]; }, l.layer.out_ch);
+    return Interp(
+        e.out, [&](size_t c) { return e.ms[r * e.out.size() + c]; }, l.layer.out_ch);
   };
   return std::max(0.0, Interp(e.in, at, l.layer.in_ch));
 }

@@ -52,7 +52,7 @@ class LatencyTable {
 };
 
 struct WasmModel {
-  std::string onnx;                         // serialized model
+  std::string onnx;                          // serialized model
   std::vector<std::vector<int64_t>> inputs;  // shape of each input, without the batch
 };
 

@@ -52,11 +52,11 @@ Timing MeasureTorch(Net& model, torch::MemoryFormat layout, const InferBenchOpti
 // The same measurement by onnxruntime-node on the exported model at `onnx`.
 Timing MeasureOrt(const std::string& onnx, const ModelSpec& s, int threads,
                   const InferBenchOptions& opts) {
-  std::string out =
-      RunCommand("node " + ShellQuote(opts.ort_script) + " " + ShellQuote(onnx) + " " + std::to_string(threads) + " " +
-                 std::to_string(opts.runs) + " " + std::to_string(opts.batch) + " " +
-                 std::to_string(opts.seconds) + " " + std::to_string(s.channels) + " " +
-                 std::to_string(s.height) + " " + std::to_string(s.width));
+  std::string out = RunCommand("node " + ShellQuote(opts.ort_script) + " " + ShellQuote(onnx) +
+                               " " + std::to_string(threads) + " " + std::to_string(opts.runs) +
+                               " " + std::to_string(opts.batch) + " " +
+                               std::to_string(opts.seconds) + " " + std::to_string(s.channels) +
+                               " " + std::to_string(s.height) + " " + std::to_string(s.width));
   try {
     auto j = nlohmann::json::parse(out);
     return {j.at("latency_ms").get<double>(), j.at("throughput").get<double>()};

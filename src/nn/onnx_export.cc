@@ -163,8 +163,8 @@ std::string OnnxModelBytes(const ModelSpec& spec, float fill) {
   spec.Validate();
   size_t weights = 0;
   for (const Layer& l : spec.Layers())
-    weights = std::max(weights, static_cast<size_t>(l.in_ch) * l.out_ch *
-                                    std::max(1, l.kernel * l.kernel));
+    weights = std::max(weights,
+                       static_cast<size_t>(l.in_ch) * l.out_ch * std::max(1, l.kernel * l.kernel));
   std::vector<float> data(weights, fill);
   return Serialize(BuildModel(spec, [&](const std::string&) { return data.data(); }));
 }
@@ -182,8 +182,8 @@ std::string OnnxLayerBytes(std::vector<Layer> chain, int in_h, int in_w) {
     l.input = static_cast<int>(i);
     l.input2 = l.kind == Layer::Kind::kAdd ? -1 : l.input2;
     if (l.name.empty()) l.name = "layer" + std::to_string(i);
-    weights = std::max(weights, static_cast<size_t>(l.in_ch) * l.out_ch *
-                                    std::max(1, l.kernel * l.kernel));
+    weights = std::max(weights,
+                       static_cast<size_t>(l.in_ch) * l.out_ch * std::max(1, l.kernel * l.kernel));
   }
   // Non-zero weights, so no runtime can take a shortcut on zeros.
   std::vector<float> fill(weights, 0.01f);

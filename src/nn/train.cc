@@ -110,7 +110,8 @@ void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOpti
   auto ce = MakeLoss(opts);
   net->train();
   std::unique_ptr<Progress> progress;
-  if (!opts.quiet) progress = std::make_unique<Progress>("fine-tune " + net->spec().Summary(), steps);
+  if (!opts.quiet)
+    progress = std::make_unique<Progress>("fine-tune " + net->spec().Summary(), steps);
   torch::Tensor perm;
   double loss_sum = 0;
   for (int64_t step = 0, b = 0; step < steps; ++step, ++b) {

@@ -60,13 +60,14 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
                            const std::vector<int64_t>* matched_steps) {
   const auto start = std::chrono::steady_clock::now();
   nn::Net base = nn::LoadModelDir(in.base_dir);
-  nlohmann::json inputs = {{"base", base->spec().ToJson()},
-                           {"base_weights_bytes", fs::file_size(fs::path(in.base_dir) / nn::kWeightsFile)},
-                           {"method", MethodName(method)},
-                           {"contexts", ContextsJson(in.contexts)},
-                           {"search", opts.ToJson()},
-                           {"table", std::to_string(std::hash<std::string>{}(in.table->ToJson().dump()))},
-                           {"data", in.data->dir}};
+  nlohmann::json inputs = {
+      {"base", base->spec().ToJson()},
+      {"base_weights_bytes", fs::file_size(fs::path(in.base_dir) / nn::kWeightsFile)},
+      {"method", MethodName(method)},
+      {"contexts", ContextsJson(in.contexts)},
+      {"search", opts.ToJson()},
+      {"table", std::to_string(std::hash<std::string>{}(in.table->ToJson().dump()))},
+      {"data", in.data->dir}};
   if (matched_steps) inputs["matched_steps"] = *matched_steps;
   if (reuse && fs::exists(fs::path(repo) / kFamilyFile)) {
     nlohmann::json old = ReadFamily(repo);
@@ -82,7 +83,8 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
   for (const Context& c : in.contexts)
     if (std::none_of(all.begin(), all.end(), [&](const Context& s) { return s.name == c.name; }))
       all.push_back(c);
-  nlohmann::json family = {{"inputs", inputs}, {"method", MethodName(method)}, {"branches", nlohmann::json::array()}};
+  nlohmann::json family = {
+      {"inputs", inputs}, {"method", MethodName(method)}, {"branches", nlohmann::json::array()}};
   nlohmann::json base_metrics = nn::ModelMetrics(base, *in.data);
   base_metrics["spec"] = base->spec().ToJson();
   base_metrics["predicted"] = Predictions(base->spec(), all, *in.table);
@@ -108,9 +110,10 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
     m["fine_tune_steps"] = b.steps;
     m["pruned_order"] = b.pruned_order;
     m["predicted"] = Predictions(b.net->spec(), all, *in.table);
-    Threshold th = ChooseThreshold(Probabilities(*b.net, in.data->val), base_val, labels,
-                                   opts.accuracy_drop);
-    Threshold test = ApplyThreshold(Probabilities(*b.net, in.data->test), base_test, test_labels, th.tau);
+    Threshold th =
+        ChooseThreshold(Probabilities(*b.net, in.data->val), base_val, labels, opts.accuracy_drop);
+    Threshold test =
+        ApplyThreshold(Probabilities(*b.net, in.data->test), base_test, test_labels, th.tau);
     m["threshold"] = {{"tau", th.tau},
                       {"val_offload_fraction", th.offload_fraction},
                       {"val_collaborative_accuracy", th.accuracy},
@@ -149,10 +152,11 @@ std::string FamilyTable(const nlohmann::json& family) {
   std::string out;
   char line[512];
   const auto& base = family.at("base");
-  std::snprintf(line, sizeof line, "base %s: val %.2f%%, test %.2f%%, %lld params, %.1fM MACs, %.0f KB\n",
-                base.at("spec").get<std::string>().c_str(), 100 * base.at("val_accuracy").get<double>(),
-                100 * base.at("test_accuracy").get<double>(), base.at("params").get<long long>(),
-                base.at("macs").get<double>() / 1e6, base.at("bytes").get<double>() / 1024);
+  std::snprintf(
+      line, sizeof line, "base %s: val %.2f%%, test %.2f%%, %lld params, %.1fM MACs, %.0f KB\n",
+      base.at("spec").get<std::string>().c_str(), 100 * base.at("val_accuracy").get<double>(),
+      100 * base.at("test_accuracy").get<double>(), base.at("params").get<long long>(),
+      base.at("macs").get<double>() / 1e6, base.at("bytes").get<double>() / 1024);
   out += line;
   std::snprintf(line, sizeof line, "%-16s %9s %9s %9s  %-30s %6s %6s %6s %6s %5s %5s  %s\n",
                 "context", "budget", "base", "branch", "widths", "KB", "MFLOP", "val%", "test%",
@@ -169,20 +173,21 @@ std::string FamilyTable(const nlohmann::json& family) {
     const auto& order = b.at("pruned_order");
     for (size_t k = 0; k < std::min<size_t>(3, order.size()); ++k)
       cuts += (k ? " " : "") + order[k].get<std::string>();
-    std::snprintf(line, sizeof line,
-                  "%-16s %6.1f ms %6.1f ms %6.1f ms%s %-30s %6.0f %6.1f %6.2f %6.2f %5.2f %5.1f  %s\n",
-                  ctx.c_str(), b.at("budget_ms").get<double>(), base_ms,
-                  b.at("latency_ms").get<double>(), b.at("best_effort").get<bool>() ? "!" : " ",
-                  spec.c_str(), b.at("bytes").get<double>() / 1024,
-                  2 * b.at("macs").get<double>() / 1e6, 100 * b.at("val_accuracy").get<double>(),
-                  100 * b.at("test_accuracy").get<double>(),
-                  std::min(1.0, b.at("threshold").at("tau").get<double>()),
-                  100 * b.at("threshold").at("val_offload_fraction").get<double>(), cuts.c_str());
+    std::snprintf(
+        line, sizeof line,
+        "%-16s %6.1f ms %6.1f ms %6.1f ms%s %-30s %6.0f %6.1f %6.2f %6.2f %5.2f %5.1f  %s\n",
+        ctx.c_str(), b.at("budget_ms").get<double>(), base_ms, b.at("latency_ms").get<double>(),
+        b.at("best_effort").get<bool>() ? "!" : " ", spec.c_str(),
+        b.at("bytes").get<double>() / 1024, 2 * b.at("macs").get<double>() / 1e6,
+        100 * b.at("val_accuracy").get<double>(), 100 * b.at("test_accuracy").get<double>(),
+        std::min(1.0, b.at("threshold").at("tau").get<double>()),
+        100 * b.at("threshold").at("val_offload_fraction").get<double>(), cuts.c_str());
     out += line;
   }
-  out += "(base, branch: predicted latency in the context; '!': best effort, budget not met; "
-         "tau: confidence threshold; offl%: validation inputs it sends to the base model; first "
-         "cuts: the units the search pruned first)\n";
+  out +=
+      "(base, branch: predicted latency in the context; '!': best effort, budget not met; "
+      "tau: confidence threshold; offl%: validation inputs it sends to the base model; first "
+      "cuts: the units the search pruned first)\n";
   return out;
 }
 

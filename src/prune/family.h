@@ -18,7 +18,7 @@ namespace da::prune {
 inline constexpr const char* kFamilyFile = "family.json";
 
 struct FamilyInputs {
-  std::string base_dir;                   // trained base model directory
+  std::string base_dir;                    // trained base model directory
   std::vector<context::Context> contexts;  // one branch each
   std::vector<context::Context> standard;  // predictions recorded for these
   const context::LatencyTable* table = nullptr;

@@ -23,7 +23,8 @@ std::vector<Unit> Units(const ModelSpec& spec) {
     return units;
   }
   for (size_t s = 0; s < spec.stages.size(); ++s) {
-    Unit res{"res" + std::to_string(s), {s == 0 ? "stem" : "s" + std::to_string(s) + "_b0_proj"},
+    Unit res{"res" + std::to_string(s),
+             {s == 0 ? "stem" : "s" + std::to_string(s) + "_b0_proj"},
              spec.residual[s]};
     for (size_t b = 0; b < spec.stages[s].size(); ++b) {
       std::string p = "s" + std::to_string(s) + "_b" + std::to_string(b) + "_";
@@ -108,12 +109,12 @@ std::map<std::string, std::vector<double>> SumOverUnits(
 }  // namespace
 
 std::map<std::string, std::vector<double>> ChannelImportance(nn::NetImpl& net, Importance kind,
-                                                             const nn::Dataset* data,
-                                                             int batches) {
+                                                             const nn::Dataset* data, int batches) {
   if (net.fused()) throw std::logic_error("ChannelImportance needs an unfused net");
   torch::NoGradGuard no_grad;
   auto l1 = [&](const Layer& l) {
-    auto w = Param(net, l.kind == Layer::Kind::kConv ? l.name + ".conv.weight" : l.name + ".weight");
+    auto w =
+        Param(net, l.kind == Layer::Kind::kConv ? l.name + ".conv.weight" : l.name + ".weight");
     return w.abs().flatten(1).sum(1);
   };
   if (kind == Importance::kL1) return SumOverUnits(net, l1);
@@ -155,7 +156,8 @@ std::map<std::string, std::vector<double>> ChannelImportance(nn::NetImpl& net, I
   net.eval();
   for (auto& b : net.named_buffers()) b.value().copy_(saved.at(b.key()));
   std::map<std::string, std::vector<double>> out;
-  for (auto& [unit, t] : acc) out[unit] = std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  for (auto& [unit, t] : acc)
+    out[unit] = std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
   return out;
 }
 
@@ -221,7 +223,8 @@ nn::Net PruneTo(nn::NetImpl& net, const ModelSpec& target,
                 const std::map<std::string, std::vector<double>>& importance) {
   std::map<std::string, std::vector<int64_t>> keep;
   std::vector<Unit> now = Units(net.spec()), want = Units(target);
-  if (now.size() != want.size()) throw UserError("cannot prune " + net.spec().Summary() + " to " + target.Summary());
+  if (now.size() != want.size())
+    throw UserError("cannot prune " + net.spec().Summary() + " to " + target.Summary());
   for (size_t i = 0; i < now.size(); ++i) {
     if (want[i].width > now[i].width)
       throw UserError("cannot prune " + net.spec().Summary() + " to the wider " + target.Summary());
@@ -236,7 +239,8 @@ nn::Net PruneTo(nn::NetImpl& net, const ModelSpec& target,
     keep[now[i].name] = order;
   }
   nn::Net out = PruneChannels(net, keep);
-  if (!(out->spec() == target)) throw UserError("cannot prune " + net.spec().Summary() + " to " + target.Summary());
+  if (!(out->spec() == target))
+    throw UserError("cannot prune " + net.spec().Summary() + " to " + target.Summary());
   return out;
 }
 

@@ -43,7 +43,9 @@ nlohmann::json SearchOptions::ToJson() const {
 }
 
 std::string MethodName(Method m) {
-  return m == Method::kContextAware ? "context-aware" : m == Method::kUniform ? "uniform" : "macs-only";
+  return m == Method::kContextAware ? "context-aware"
+         : m == Method::kUniform    ? "uniform"
+                                    : "macs-only";
 }
 
 namespace {
@@ -106,8 +108,9 @@ class Searcher {
     auto snap = [&](bool best_effort) {
       for (auto it = pending.begin(); it != pending.end();) {
         if (best_effort || Meets(contexts[*it], cur->spec(), table)) {
-          Branch b{contexts[*it], Clone(*cur), best_effort, iteration,
-                   iteration * opts_.short_steps, order};
+          Branch b{
+              contexts[*it], Clone(*cur), best_effort, iteration, iteration * opts_.short_steps,
+              order};
           out[*it] = std::move(b);
           it = pending.erase(it);
         } else {
@@ -121,8 +124,23 @@ class Searcher {
       return false;
     };
     snap(false);
-    // Worst case: every unit goes from its width to its minimum one channel at a time.
-    Progress progress("prune " + label, static_cast<int64_t>(pending.size()));
+    // Progress: how far each context's predicted latency has come from the
+    // base's towards its budget, averaged over the trajectory's contexts.
+    std::vector<double> start;
+    for (size_t i : members)
+      start.push_back(context::Predict(contexts[i], table, cur->spec()).total_ms);
+    auto done = [&] {
+      double sum = 0;
+      for (size_t k = 0; k < members.size(); ++k) {
+        const Context& c = contexts[members[k]];
+        double now = context::Predict(c, table, cur->spec()).total_ms;
+        sum += start[k] <= c.budget_ms
+                   ? 1
+                   : std::clamp((start[k] - now) / (start[k] - c.budget_ms), 0.0, 1.0);
+      }
+      return static_cast<int64_t>(1000 * sum / static_cast<double>(members.size()));
+    };
+    Progress progress("prune " + label, 1000);
     while (!pending.empty() && iteration < opts_.max_iterations) {
       const ModelSpec spec = cur->spec();
       const double target = Evaluate(obj, spec, table) - opts_.step * j0;
@@ -146,7 +164,10 @@ class Searcher {
         if (meets) {
           while (a < b) {
             int mid = (a + b + 1) / 2;
-            if (ok(mid)) a = mid; else b = mid - 1;
+            if (ok(mid))
+              a = mid;
+            else
+              b = mid - 1;
           }
         }
         ModelSpec s = WithUnitWidth(spec, u.name, a);
@@ -189,7 +210,7 @@ class Searcher {
         char extra[160];
         std::snprintf(extra, sizeof extra, "iter %d cut %s -> %s  val %.2f%%", iteration,
                       best_unit.c_str(), cur->spec().Summary().c_str(), 100 * best_acc);
-        progress.Update(static_cast<int64_t>(members.size() - pending.size()), extra);
+        progress.Update(done(), extra);
       }
     }
     snap(true);  // budgets the smallest model cannot meet: best effort
@@ -214,7 +235,8 @@ class Searcher {
     auto at = [&](double r) {
       ModelSpec s = base;
       for (const Unit& u : Units(base))
-        s = WithUnitWidth(s, u.name, std::max(min_.at(u.name), static_cast<int>(std::lround(r * u.width))));
+        s = WithUnitWidth(s, u.name,
+                          std::max(min_.at(u.name), static_cast<int>(std::lround(r * u.width))));
       return s;
     };
     double lo = 0, hi = 1;
@@ -303,7 +325,8 @@ Threshold ChooseThreshold(const torch::Tensor& branch_probs, const torch::Tensor
   const int64_t n = labels.size(0);
   if (n == 0) throw UserError("no images to choose a threshold on");
   auto [conf, pred] = branch_probs.max(1);
-  auto own = pred.eq(labels).to(torch::kInt64), base = base_probs.argmax(1).eq(labels).to(torch::kInt64);
+  auto own = pred.eq(labels).to(torch::kInt64),
+       base = base_probs.argmax(1).eq(labels).to(torch::kInt64);
   const double goal = base.to(torch::kDouble).mean().item<double>() - max_drop;
   // Offloading the k least confident inputs: scan k upwards, stepping over ties.
   auto order = conf.argsort();

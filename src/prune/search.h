@@ -59,11 +59,11 @@ struct SearchInputs {
 };
 
 struct Branch {
-  context::Context context;  // the context it was made for
-  nn::Net net = nullptr;     // long-term fine-tuned, unfused
-  bool best_effort = false;  // the budget could not be met; the smallest model reached
-  int iterations = 0;        // pruning iterations on its trajectory
-  int64_t steps = 0;         // fine-tune batches spent on its own path (short + long)
+  context::Context context;               // the context it was made for
+  nn::Net net = nullptr;                  // long-term fine-tuned, unfused
+  bool best_effort = false;               // the budget could not be met; the smallest model reached
+  int iterations = 0;                     // pruning iterations on its trajectory
+  int64_t steps = 0;                      // fine-tune batches spent on its own path (short + long)
   std::vector<std::string> pruned_order;  // units in the order the search cut them
   // Its whole trajectory (iterative methods): each iteration's model and its
   // validation-subset accuracy after short-term fine-tuning, base first.
