@@ -191,10 +191,10 @@ void BenchPrune(PruneFlags& f) {
                         context::Predict(c, l->table, nn::ModelSpec::FromJson(p["spec"])).total_ms);
     ++total;
     wins += a_ms < m_ms;
+    char macs[48] = "never reaches that accuracy";
+    if (std::isfinite(m_ms)) std::snprintf(macs, sizeof macs, "%.2f ms", m_ms);
     std::printf("  %-16s accuracy %.2f%%: context-aware %.2f ms, macs-only %s\n", c.name.c_str(),
-                100 * a_acc, a_ms,
-                std::isfinite(m_ms) ? (std::to_string(m_ms).substr(0, 6) + " ms").c_str()
-                                    : "never reaches it at lower latency");
+                100 * a_acc, a_ms, macs);
   }
   std::printf("goal: context-aware lower in every network-bound context (%d of %d: %s)\n", wins,
               total, total > 0 && wins == total ? "met" : "NOT met");
