@@ -62,9 +62,11 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
   nn::Net base = nn::LoadModelDir(in.base_dir);
   nlohmann::json inputs = {
       {"base", base->spec().ToJson()},
-      {"base_weights_bytes", fs::file_size(fs::path(in.base_dir) / nn::kWeightsFile)},
+      {"base_weights", std::to_string(std::hash<std::string>{}(
+                           ReadFile((fs::path(in.base_dir) / nn::kWeightsFile).string())))},
       {"method", MethodName(method)},
       {"contexts", ContextsJson(in.contexts)},
+      {"standard", ContextsJson(in.standard)},
       {"search", opts.ToJson()},
       {"table", std::to_string(std::hash<std::string>{}(in.table->ToJson().dump()))},
       {"data", in.data->dir}};
