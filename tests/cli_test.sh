@@ -70,6 +70,11 @@ expect_ok "tiny prune" "branch models" prune --base "$tmp/m" --contexts "$tmp/ct
 [[ -s "$tmp/repo/family.json" && -s "$tmp/repo/branches/t/model.onnx" ]] || { echo "FAIL prune wrote no family"; fails=$((fails + 1)); }
 expect_ok "prune --reuse" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" --standard "$tmp/ctx.json" \
   --out "$tmp/repo" --limit 300 --short-steps 1 --long-epochs 0 --val-images 100 --reuse
+printf '{"contexts": [{"name": "net", "device": "low", "network": "3g", "budget_ms": 20.5, "inferences": 100}, {"name": "cpu", "device": "low", "network": "wifi", "budget_ms": 0.3, "inferences": 100}]}' >"$tmp/ctx2.json"
+expect_ok "tiny bench prune compares on network-bound contexts" "net  *accuracy" bench prune --base "$tmp/m" \
+  --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench" --limit 300 --short-steps 1 \
+  --long-epochs 0 --val-images 100
+[[ -s "$tmp/bench/prune.svg" ]] || { echo "FAIL bench prune wrote no plot"; fails=$((fails + 1)); }
 expect_error "prune of a missing base" "not found" prune --base "$tmp/nomodel" --out "$tmp/r2"
 expect_error "unknown importance" "importance" prune --base "$tmp/m" --out "$tmp/r2" --importance magic
 expect_error "bad step" "step" prune --base "$tmp/m" --out "$tmp/r2" --step 1.5

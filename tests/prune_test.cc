@@ -284,10 +284,11 @@ TEST(Threshold, IsTheSmallestThatKeepsAccuracy) {
     branch[i][right ? 0 : 1] = conf;
     branch[i][right ? 1 : 0] = 1 - conf;
   }
-  // Base accuracy 0.9. Allowed drop 0: offloading inputs 0..2 gives 1.0 - 0 = 1.0
-  // (input 9 stays with the branch, which is right): tau = confidence of input 3.
+  // Base accuracy 0.9. Allowed drop 0: offloading the least confident inputs 0
+  // and 1 (both wrong on the branch, right on the base) already gives 0.9, so
+  // tau is the confidence of input 2, the first one the branch keeps.
   Threshold t = ChooseThreshold(branch, base, labels, 0.0);
-  EXPECT_NEAR(t.tau, 0.55 + 0.04 * 2, 1e-6);  // offloading 0 and 1 already gives 0.9
+  EXPECT_NEAR(t.tau, 0.55 + 0.04 * 2, 1e-6);
   EXPECT_NEAR(t.offload_fraction, 0.2, 1e-9);
   EXPECT_NEAR(t.accuracy, 0.9, 1e-9);
   // Allowed drop 0.2: the branch alone (0.7) is enough: nothing offloaded.

@@ -33,7 +33,6 @@ void AddPredictorBench(CLI::App& bench) {
     context::WasmTimerOptions timer;
   };
   auto f = std::make_shared<Flags>();
-  f->timer.script = SourcePath("web/tools/ort-web-time.mjs");
   f->timer.min_seconds = 0.5;
   auto* cmd = bench.add_subcommand(
       "predictor",
@@ -43,16 +42,8 @@ void AddPredictorBench(CLI::App& bench) {
       ->capture_default_str()
       ->check(CLI::Range(1, 10000));
   cmd->add_option("--seed", f->seed, "Random seed")->capture_default_str();
-  cmd->add_option("--input", f->input, "Input shape C,H,W")
-      ->delimiter(',')
-      ->expected(3)
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
-  cmd->add_option("--min-seconds", f->timer.min_seconds, "Least time spent timing each model")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 60.0));
-  cmd->add_option("--script", f->timer.script, "The onnxruntime-web timing script")
-      ->capture_default_str();
+  AddInputOption(cmd, f->input, "Input shape C,H,W");
+  AddWasmTimerOptions(cmd, f->timer);
   cmd->callback([f] {
     context::LatencyTable table = context::LatencyTable::Load(f->table);
     std::mt19937 rng(f->seed);

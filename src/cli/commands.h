@@ -3,6 +3,8 @@
 // flags, calls the modules and prints.
 #include <CLI/CLI.hpp>
 
+#include "context/latency.h"
+
 namespace da::cli {
 
 void AddTrain(CLI::App& app);
@@ -10,13 +12,19 @@ void AddEval(CLI::App& app);
 void AddExport(CLI::App& app);
 void AddBench(CLI::App& app);
 void AddProfile(CLI::App& app);
-void AddPrune(CLI::App& app);          // prune, predict
-void AddPruneBench(CLI::App& bench);   // bench prune
+void AddPrune(CLI::App& app);         // prune, predict
+void AddPruneBench(CLI::App& bench);  // bench prune
 
 // A path inside the source tree (profiles/, web/), for flag defaults.
 std::string SourcePath(const std::string& relative);
 // What the latency table is measured on: onnxruntime-web and node versions, CPU.
 std::string RuntimeDescription();
+
+// --input C,H,W (each in [1, 4096]).
+void AddInputOption(CLI::App* cmd, std::vector<int>& input, const std::string& help);
+// --min-runs, --min-seconds and --script of the onnxruntime-web timer; the
+// script defaults to web/tools/ort-web-time.mjs.
+void AddWasmTimerOptions(CLI::App* cmd, context::WasmTimerOptions& timer);
 
 // "1,234,567"
 std::string Thousands(long long n);

@@ -32,6 +32,26 @@ std::string RuntimeDescription() {
   return "onnxruntime-web " + ort + " (WASM, 1 thread) in node " + node + " on " + cpu;
 }
 
+void AddInputOption(CLI::App* cmd, std::vector<int>& input, const std::string& help) {
+  cmd->add_option("--input", input, help)
+      ->delimiter(',')
+      ->expected(3)
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+}
+
+void AddWasmTimerOptions(CLI::App* cmd, context::WasmTimerOptions& timer) {
+  if (timer.script.empty()) timer.script = SourcePath("web/tools/ort-web-time.mjs");
+  cmd->add_option("--min-runs", timer.min_runs, "Timed runs per model (median kept)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  cmd->add_option("--min-seconds", timer.min_seconds, "Least time spent timing each model")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 60.0));
+  cmd->add_option("--script", timer.script, "The onnxruntime-web timing script")
+      ->capture_default_str();
+}
+
 void AddProfile(CLI::App& app) {
   struct Flags {
     std::vector<std::string> families = {"vgg", "resnet"};
@@ -42,7 +62,6 @@ void AddProfile(CLI::App& app) {
     context::WasmTimerOptions timer;
   };
   auto f = std::make_shared<Flags>();
-  f->timer.script = SourcePath("web/tools/ort-web-time.mjs");
   auto* cmd = app.add_subcommand(
       "profile",
       "Measure the latency table: every layer shape of the models, alone, on onnxruntime-web "
@@ -51,23 +70,12 @@ void AddProfile(CLI::App& app) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--base", f->bases, "Profile these model directories' specs instead");
-  cmd->add_option("--input", f->input, "Input shape C,H,W of the default models")
-      ->delimiter(',')
-      ->expected(3)
-      ->capture_default_str()
-      ->check(CLI::Range(1, 4096));
+  AddInputOption(cmd, f->input, "Input shape C,H,W of the default models");
   cmd->add_option("--classes", f->classes, "Classes of the default models")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--out", f->out, "Table to write")->capture_default_str();
-  cmd->add_option("--min-runs", f->timer.min_runs, "Timed runs per layer model (median kept)")
-      ->capture_default_str()
-      ->check(CLI::Range(1, 100000));
-  cmd->add_option("--min-seconds", f->timer.min_seconds, "Least time spent timing each model")
-      ->capture_default_str()
-      ->check(CLI::Range(0.0, 60.0));
-  cmd->add_option("--script", f->timer.script, "The onnxruntime-web timing script")
-      ->capture_default_str();
+  AddWasmTimerOptions(cmd, f->timer);
   cmd->callback([f] {
     std::vector<nn::ModelSpec> specs;
     for (const std::string& dir : f->bases) specs.push_back(nn::LoadModelDir(dir)->spec());

@@ -118,16 +118,14 @@ void BenchPrune(PruneFlags& f) {
   const char* colors[] = {"#d62728", "#1f77b4", "#2ca02c"};
   for (int k = 0; k < 3; ++k)
     series[methods[k]] = {prune::MethodName(methods[k]), colors[k], {}, {}};
-  std::vector<std::string> network_bound;
+  std::vector<bool> network_bound;
   for (size_t i = 0; i < l->contexts.size(); ++i) {
     const context::Context& c = l->contexts[i];
-    const double base_ms =
-        base["predicted"].contains(c.name)
-            ? Num(base["predicted"][c.name], "latency_ms")
-            : context::Predict(c, l->table, nn::LoadModelDir(f.base)->spec()).total_ms;
-    const auto& bp = base["predicted"].value(c.name, nlohmann::json());
-    bool net_bound = !bp.is_null() && Num(bp, "download_ms") > Num(bp, "compute_ms");
-    if (net_bound) network_bound.push_back(c.name);
+    // The family records the base's prediction in every context it was built for.
+    const auto& bp = base["predicted"].at(c.name);
+    const double base_ms = Num(bp, "latency_ms");
+    const bool net_bound = Num(bp, "download_ms") > Num(bp, "compute_ms");
+    network_bound.push_back(net_bound);
     std::printf("\n%s (%s, %s, budget %.1f ms, %d inferences/download; base %.1f ms, %s-bound)\n",
                 c.name.c_str(), c.device.c_str(), c.network.c_str(), c.budget_ms,
                 static_cast<int>(c.inferences), base_ms, net_bound ? "network" : "compute");
@@ -174,8 +172,7 @@ void BenchPrune(PruneFlags& f) {
   int wins = 0, total = 0;
   for (size_t i = 0; i < l->contexts.size(); ++i) {
     const context::Context& c = l->contexts[i];
-    if (std::find(network_bound.begin(), network_bound.end(), c.name) == network_bound.end())
-      continue;
+    if (!network_bound[i]) continue;
     const auto& aware = fam[Method::kContextAware]["branches"][i];
     const auto& traj_a = aware["trajectory"];
     const nlohmann::json* point = nullptr;  // the aware branch's own checkpoint

@@ -15,17 +15,22 @@ std::string RunCommand(const std::string& cmd,
   FILE* p = ::popen(cmd.c_str(), "r");
   if (!p) throw UserError("cannot run: " + cmd);
   std::string out, line;
-  int c;
-  while ((c = std::fgetc(p)) != EOF) {
-    out.push_back(static_cast<char>(c));
-    if (c != '\n') {
-      line.push_back(static_cast<char>(c));
-    } else {
-      if (on_line) on_line(line);
-      line.clear();
+  try {
+    int c;
+    while ((c = std::fgetc(p)) != EOF) {
+      out.push_back(static_cast<char>(c));
+      if (c != '\n') {
+        line.push_back(static_cast<char>(c));
+      } else {
+        if (on_line) on_line(line);
+        line.clear();
+      }
     }
+    if (on_line && !line.empty()) on_line(line);
+  } catch (...) {
+    ::pclose(p);  // the program gets SIGPIPE if it writes on; no zombie is left
+    throw;
   }
-  if (on_line && !line.empty()) on_line(line);
   int status = ::pclose(p);
   if (status != 0) {
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : status;

@@ -189,7 +189,7 @@ std::vector<double> TimeOnWasm(const std::vector<WasmModel>& models, const WasmT
                  if (i >= ms.size()) throw UserError("index out of range");
                  ms[i] = j.at("ms").get<double>();
                  if (on_done) on_done(i);
-               } catch (const std::exception& e) {
+               } catch (const std::exception&) {
                  throw UserError("unexpected output from " + opts.script + ": " + line);
                }
              });
@@ -200,6 +200,7 @@ std::vector<double> TimeOnWasm(const std::vector<WasmModel>& models, const WasmT
 
 LatencyTable ProfileLatency(const std::vector<nn::ModelSpec>& specs, const WasmTimerOptions& opts,
                             const std::string& runtime, bool quiet) {
+  if (specs.empty()) throw UserError("no models to profile");
   // The widest use of every key across the specs.
   struct Use {
     KeyedLayer proto;

@@ -56,13 +56,22 @@ struct Objective {
   double ms_per_byte = 0;
 };
 
-double Evaluate(const Objective& o, const ModelSpec& s, const context::LatencyTable& t) {
-  if (o.macs) return static_cast<double>(s.Macs());
-  return o.ms_per_byte * static_cast<double>(nn::OnnxBytes(s)) + t.ModelMs(s);
+// What the objectives and the predictor need of a model, computed once per spec.
+struct Cost {
+  double macs = 0, reference_ms = 0;
+  int64_t bytes = 0;
+};
+
+Cost CostOf(const ModelSpec& s, const context::LatencyTable& t) {
+  return {static_cast<double>(s.Macs()), t.ModelMs(s), nn::OnnxBytes(s)};
 }
 
-bool Meets(const Context& c, const ModelSpec& s, const context::LatencyTable& t) {
-  return context::Predict(c, t, s).total_ms <= c.budget_ms;
+double Evaluate(const Objective& o, const Cost& k) {
+  return o.macs ? k.macs : o.ms_per_byte * static_cast<double>(k.bytes) + k.reference_ms;
+}
+
+bool Meets(const Context& c, const Cost& k) {
+  return context::Predict(c, k.reference_ms, k.bytes).total_ms <= c.budget_ms;
 }
 
 // The narrowest width each unit of the base may reach.
@@ -100,14 +109,15 @@ class Searcher {
     std::map<size_t, Branch> out;
     std::vector<size_t> pending = members;
     nn::Net cur = Clone(*in_.base);
-    const double j0 = Evaluate(obj, cur->spec(), table);
+    const double j0 = Evaluate(obj, CostOf(cur->spec(), table));
     int iteration = 0;
     std::vector<std::string> order;
     std::vector<std::pair<ModelSpec, double>> trajectory = {
         {cur->spec(), nn::Evaluate(cur, val_, in_.data->Classes()).accuracy}};
     auto snap = [&](bool best_effort) {
+      const Cost now = CostOf(cur->spec(), table);
       for (auto it = pending.begin(); it != pending.end();) {
-        if (best_effort || Meets(contexts[*it], cur->spec(), table)) {
+        if (best_effort || Meets(contexts[*it], now)) {
           Branch b{
               contexts[*it], Clone(*cur), best_effort, iteration, iteration * opts_.short_steps,
               order};
@@ -118,9 +128,9 @@ class Searcher {
         }
       }
     };
-    auto meets_pending = [&](const ModelSpec& s) {
+    auto meets_pending = [&](const Cost& k) {
       for (size_t i : pending)
-        if (Meets(contexts[i], s, table)) return true;
+        if (Meets(contexts[i], k)) return true;
       return false;
     };
     snap(false);
@@ -143,7 +153,7 @@ class Searcher {
     Progress progress("prune " + label, 1000);
     while (!pending.empty() && iteration < opts_.max_iterations) {
       const ModelSpec spec = cur->spec();
-      const double target = Evaluate(obj, spec, table) - opts_.step * j0;
+      const double target = Evaluate(obj, CostOf(spec, table)) - opts_.step * j0;
       struct Candidate {
         std::string unit;
         ModelSpec spec;
@@ -155,8 +165,8 @@ class Searcher {
         const int lo = min_.at(u.name);
         if (u.width <= lo) continue;
         auto ok = [&](int w) {
-          ModelSpec s = WithUnitWidth(spec, u.name, w);
-          return Evaluate(obj, s, table) <= target || meets_pending(s);
+          const Cost k = CostOf(WithUnitWidth(spec, u.name, w), table);
+          return Evaluate(obj, k) <= target || meets_pending(k);
         };
         // The widest width in [lo, width - 1] that makes the cut (ok() is monotone).
         int a = lo, b = u.width - 1;
@@ -171,7 +181,7 @@ class Searcher {
           }
         }
         ModelSpec s = WithUnitWidth(spec, u.name, a);
-        candidates.push_back({u.name, s, meets, Evaluate(obj, s, table)});
+        candidates.push_back({u.name, s, meets, Evaluate(obj, CostOf(s, table))});
       }
       if (candidates.empty()) break;  // every unit at its minimum width
       // NetAdapt keeps the candidates that make the cut; when none can, the one
@@ -240,11 +250,12 @@ class Searcher {
       return s;
     };
     double lo = 0, hi = 1;
-    bool best_effort = !Meets(c, at(0), *in_.table);
-    if (Meets(c, base, *in_.table)) lo = 1;
+    auto meets = [&](const ModelSpec& s) { return Meets(c, CostOf(s, *in_.table)); };
+    bool best_effort = !meets(at(0));
+    if (meets(base)) lo = 1;
     for (int i = 0; i < 40 && !best_effort && lo < 1; ++i) {
       double mid = (lo + hi) / 2;
-      (Meets(c, at(mid), *in_.table) ? lo : hi) = mid;
+      (meets(at(mid)) ? lo : hi) = mid;
     }
     return Branch{c, PruneTo(*in_.base, at(lo), l1), best_effort, 0, 0, {}};
   }
