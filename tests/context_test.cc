@@ -53,8 +53,9 @@ TEST(Profiles, ShippedFilesHaveEveryClassPresetAndSource) {
       if (!entries.is_array()) continue;
       for (const auto& e : entries)
         for (const auto& [key, value] : e.items())
-          if (value.is_number())
+          if (value.is_number()) {
             EXPECT_TRUE(e["sources"].contains(key)) << file << " " << e["name"] << " " << key;
+          }
     }
   }
   auto contexts = LoadContexts(kProfiles + "/contexts.json", p);

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -35,7 +36,8 @@ void WriteFileAtomic(const std::string& path, std::string_view data) {
   if (ec)
     throw UserError("cannot create directory " + target.parent_path().string() + ": " +
                     ec.message());
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  static std::atomic<unsigned> counter{0};  // unique per writer, also across threads
+  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw UserError(Errno("cannot create", tmp));
   const char* p = data.data();
