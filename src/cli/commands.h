@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include "context/latency.h"
+#include "prune/search.h"
 
 namespace da::cli {
 
@@ -14,6 +15,7 @@ void AddBench(CLI::App& app);
 void AddProfile(CLI::App& app);
 void AddPrune(CLI::App& app);         // prune, predict
 void AddPruneBench(CLI::App& bench);  // bench prune
+void AddServe(CLI::App& app);         // cloud, edge, serve
 
 // A path inside the source tree (profiles/, web/), for flag defaults.
 std::string SourcePath(const std::string& relative);
@@ -25,6 +27,10 @@ void AddInputOption(CLI::App* cmd, std::vector<int>& input, const std::string& h
 // --min-runs, --min-seconds and --script of the onnxruntime-web timer; the
 // script defaults to web/tools/ort-web-time.mjs.
 void AddWasmTimerOptions(CLI::App* cmd, context::WasmTimerOptions& timer);
+
+// The context-aware search's flags (--importance, --step, --short-steps, ...,
+// --limit, --threads, --seed); `importance` is parsed by the caller.
+void AddSearchOptions(CLI::App* cmd, prune::SearchOptions& search, std::string& importance);
 
 // "1,234,567"
 std::string Thousands(long long n);

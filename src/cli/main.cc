@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   da::cli::AddBench(app);
   da::cli::AddProfile(app);
   da::cli::AddPrune(app);
+  da::cli::AddServe(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -37,34 +37,41 @@ void AddPruneOptions(CLI::App* cmd, PruneFlags& f) {
       ->capture_default_str();
   cmd->add_option("--table", f.table, "Latency table")->capture_default_str();
   cmd->add_option("--data", f.data, "Dataset directory (default: the base model's)");
-  cmd->add_option("--importance", f.importance, "Channel importance: l1, bn, taylor")
-      ->capture_default_str();
-  cmd->add_option("--step", f.search.step, "Objective cut per iteration (fraction of the base's)")
-      ->capture_default_str();
-  cmd->add_option("--short-steps", f.search.short_steps,
-                  "Short-term fine-tune batches per candidate")
-      ->capture_default_str();
-  cmd->add_option("--long-epochs", f.search.long_epochs, "Long-term fine-tune epochs per branch")
-      ->capture_default_str();
-  cmd->add_option("--val-images", f.search.val_images, "Validation images scoring candidates")
-      ->capture_default_str();
-  cmd->add_option("--min-width", f.search.min_width,
-                  "Narrowest unit, as a fraction of its base width")
-      ->capture_default_str();
-  cmd->add_option("--accuracy-drop", f.search.accuracy_drop,
-                  "Thresholds keep collaborative validation accuracy >= base - this")
-      ->capture_default_str();
-  cmd->add_option("--limit", f.search.train.limit,
-                  "Fine-tune on the first N training images (0: all)")
-      ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
-  cmd->add_option("--threads", f.search.train.threads, "Threads (0: all cores)")
-      ->capture_default_str()
-      ->check(CLI::Range(0, 1024));
-  cmd->add_option("--seed", f.search.train.seed, "Random seed")->capture_default_str();
+  AddSearchOptions(cmd, f.search, f.importance);
   cmd->add_flag("--reuse", f.reuse, "Keep a complete output built from the same inputs");
 }
 
+}  // namespace
+
+void AddSearchOptions(CLI::App* cmd, prune::SearchOptions& search, std::string& importance) {
+  cmd->add_option("--importance", importance, "Channel importance: l1, bn, taylor")
+      ->capture_default_str();
+  cmd->add_option("--step", search.step, "Objective cut per iteration (fraction of the current model's)")
+      ->capture_default_str();
+  cmd->add_option("--short-steps", search.short_steps,
+                  "Short-term fine-tune batches per candidate")
+      ->capture_default_str();
+  cmd->add_option("--long-epochs", search.long_epochs, "Long-term fine-tune epochs per branch")
+      ->capture_default_str();
+  cmd->add_option("--val-images", search.val_images, "Validation images scoring candidates")
+      ->capture_default_str();
+  cmd->add_option("--min-width", search.min_width,
+                  "Narrowest unit, as a fraction of its base width")
+      ->capture_default_str();
+  cmd->add_option("--accuracy-drop", search.accuracy_drop,
+                  "Thresholds keep collaborative validation accuracy >= base - this")
+      ->capture_default_str();
+  cmd->add_option("--limit", search.train.limit,
+                  "Fine-tune on the first N training images (0: all)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--threads", search.train.threads, "Threads (0: all cores)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
+  cmd->add_option("--seed", search.train.seed, "Random seed")->capture_default_str();
+}
+
+namespace {
 struct Loaded {
   context::Profiles profiles;
   context::LatencyTable table;

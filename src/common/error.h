@@ -11,4 +11,15 @@ class UserError : public std::runtime_error {
   explicit UserError(const std::string& what) : std::runtime_error(what) {}
 };
 
+// A UserError from an HTTP request: the service answers `status` with
+// {"error": what()}.
+class HttpError : public UserError {
+ public:
+  HttpError(int status, const std::string& what) : UserError(what), status_(status) {}
+  int status() const { return status_; }
+
+ private:
+  int status_;
+};
+
 }  // namespace da

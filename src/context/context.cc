@@ -116,16 +116,36 @@ Context Context::FromJson(const nlohmann::json& j, const Profiles& profiles) {
                                               "downlink_kbps", "uplink_kbps", "rtt_ms"};
   for (const auto& [key, value] : j.items())
     if (!known.count(key)) throw UserError(what + ": unknown field \"" + key + "\"");
-  c.device = Name(j, "device", what);
-  c.network = Name(j, "network", what);
+  // A measured device score (slowdown) or link may stand in for the class or
+  // preset name: the nearest one (log scale) then supplies the power figures.
+  auto nearest = [](const auto& list, auto value) {
+    auto best = list.begin();
+    for (auto it = list.begin(); it != list.end(); ++it)
+      if (std::abs(std::log(value(*it))) < std::abs(std::log(value(*best)))) best = it;
+    return best->name;
+  };
   try {
+    if (j.contains("device") || !j.contains("slowdown")) {
+      c.device = Name(j, "device", what);
+    } else {
+      const double score = Positive(j, "slowdown", what);
+      c.device = nearest(profiles.devices, [&](const DeviceClass& d) { return d.slowdown / score; });
+    }
+    if (j.contains("network") || !j.contains("downlink_kbps") || !j.contains("rtt_ms")) {
+      c.network = Name(j, "network", what);
+    } else {
+      const double kbps = Positive(j, "downlink_kbps", what);
+      c.network = nearest(profiles.networks,
+                          [&](const NetworkPreset& n) { return n.downlink_kbps / kbps; });
+    }
     const DeviceClass& d = profiles.Device(c.device);
     const NetworkPreset& n = profiles.Network(c.network);
     c.slowdown = d.slowdown, c.compute_mw = d.compute_mw, c.idle_mw = d.idle_mw;
     c.downlink_kbps = n.downlink_kbps, c.uplink_kbps = n.uplink_kbps, c.rtt_ms = n.rtt_ms;
     c.transfer_mw = n.transfer_mw, c.tail_mj = n.tail_mj;
   } catch (const UserError& e) {
-    throw UserError(what + ": " + e.what());
+    const std::string m = e.what();
+    throw UserError(m.starts_with(what) ? m : what + ": " + m);
   }
   c.budget_ms = Positive(j, "budget_ms", what);
   c.inferences = Positive(j, "inferences", what);

@@ -44,7 +44,10 @@ struct Context {
   double compute_mw = 0, idle_mw = 0, transfer_mw = 0, tail_mj = 0;
 
   // {"name", "device", "network", "budget_ms", "inferences"} plus optional
-  // measured overrides "slowdown", "downlink_kbps", "uplink_kbps", "rtt_ms".
+  // measured overrides "slowdown" (the device score: inference time over the
+  // reference runtime's), "downlink_kbps", "uplink_kbps", "rtt_ms". A device
+  // score may replace "device", and downlink + RTT may replace "network": the
+  // nearest class / preset then supplies the power figures (and uplink).
   // UserError for unknown classes/presets, missing fields, non-positive or
   // non-finite numbers.
   static Context FromJson(const nlohmann::json& j, const Profiles& profiles);

@@ -69,7 +69,8 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
       {"standard", ContextsJson(in.standard)},
       {"search", opts.ToJson()},
       {"table", std::to_string(std::hash<std::string>{}(in.table->ToJson().dump()))},
-      {"data", in.data->dir}};
+      {"data", in.data->dir},
+      {"format", 2}};  // 2: metrics.json records reference_ms
   if (matched_steps) inputs["matched_steps"] = *matched_steps;
   if (reuse && fs::exists(fs::path(repo) / kFamilyFile)) {
     nlohmann::json old = ReadFamily(repo);
@@ -90,6 +91,7 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
   nlohmann::json base_metrics = nn::ModelMetrics(base, *in.data);
   base_metrics["spec"] = base->spec().ToJson();
   base_metrics["predicted"] = Predictions(base->spec(), all, *in.table);
+  base_metrics["reference_ms"] = in.table->ModelMs(base->spec());
   WriteModel((fs::path(repo) / "base").string(), base, base_metrics);
   family["base"] = {{"dir", "base"},
                     {"spec", base->spec().Summary()},
@@ -112,6 +114,7 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
     m["fine_tune_steps"] = b.steps;
     m["pruned_order"] = b.pruned_order;
     m["predicted"] = Predictions(b.net->spec(), all, *in.table);
+    m["reference_ms"] = in.table->ModelMs(b.net->spec());
     Threshold th =
         ChooseThreshold(Probabilities(*b.net, in.data->val), base_val, labels, opts.accuracy_drop);
     Threshold test =

@@ -30,7 +30,7 @@ void SearchOptions::Validate() const {
 
 nlohmann::json SearchOptions::ToJson() const {
   return {{"importance", ImportanceName(importance)},
-          {"step", step},
+          {"step_of_current", step},
           {"short_steps", short_steps},
           {"val_images", val_images},
           {"long_epochs", long_epochs},
@@ -109,7 +109,6 @@ class Searcher {
     std::map<size_t, Branch> out;
     std::vector<size_t> pending = members;
     nn::Net cur = Clone(*in_.base);
-    const double j0 = Evaluate(obj, CostOf(cur->spec(), table));
     int iteration = 0;
     std::vector<std::string> order;
     std::vector<std::pair<ModelSpec, double>> trajectory = {
@@ -153,7 +152,7 @@ class Searcher {
     Progress progress("prune " + label, 1000);
     while (!pending.empty() && iteration < opts_.max_iterations) {
       const ModelSpec spec = cur->spec();
-      const double target = Evaluate(obj, CostOf(spec, table)) - opts_.step * j0;
+      const double target = (1 - opts_.step) * Evaluate(obj, CostOf(spec, table));
       struct Candidate {
         std::string unit;
         ModelSpec spec;
@@ -216,6 +215,7 @@ class Searcher {
       order.push_back(best_unit);
       trajectory.push_back({cur->spec(), best_acc});
       snap(false);
+      if (opts_.on_progress) opts_.on_progress(static_cast<double>(done()) / 1000);
       if (!opts_.quiet) {
         char extra[160];
         std::snprintf(extra, sizeof extra, "iter %d cut %s -> %s  val %.2f%%", iteration,

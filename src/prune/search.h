@@ -9,8 +9,9 @@
 // the budget differs) follow the same trajectory, and each takes the first model
 // on it that meets its budget.
 //
-// Each iteration asks for a cut of `step` x J(base) (or less, if that already
-// meets the next budget on the trajectory); for every unit it builds the
+// Each iteration asks for a cut of `step` x J(current model) (or less, if that
+// already meets the next budget on the trajectory: NetAdapt's decaying
+// resource-reduction schedule, so late cuts never gut a narrowed unit); for every unit it builds the
 // candidate that makes that cut by pruning that unit alone (least important
 // channels first), short-term fine-tunes it, and keeps the candidate with the
 // best accuracy on a validation subset. Branches are then long-term fine-tuned.
@@ -29,7 +30,7 @@ namespace da::prune {
 
 struct SearchOptions {
   Importance importance = Importance::kL1;
-  double step = 0.1;          // cut per iteration, as a fraction of the base's objective
+  double step = 0.1;          // cut per iteration, as a fraction of the current objective
   int64_t short_steps = 40;   // short-term fine-tune batches per candidate
   int64_t val_images = 2000;  // validation images that score candidates
   double long_epochs = 2;     // long-term fine-tune of each branch
@@ -39,6 +40,9 @@ struct SearchOptions {
   double accuracy_drop = 0.003;  // threshold rule: collaborative accuracy >= base - this
   nn::TrainOptions train;        // batch size, momentum, weight decay, augmentation, seed, threads
   bool quiet = false;
+  // Called after every search iteration with the trajectory's progress in
+  // [0, 1]; an exception it throws abandons the search.
+  std::function<void(double)> on_progress;
 
   void Validate() const;  // UserError for values that cannot search
   nlohmann::json ToJson() const;

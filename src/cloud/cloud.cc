@@ -1,0 +1,274 @@
+#include "cloud/cloud.h"
+
+#include <spdlog/spdlog.h>
+
+#include <condition_variable>
+#include <deque>
+#include <filesystem>
+#include <map>
+#include <thread>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "context/context.h"
+#include "context/latency.h"
+#include "nn/dataset.h"
+#include "nn/model_dir.h"
+#include "prune/family.h"
+#include "repo/repo.h"
+
+namespace da::cloud {
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Cancelled {};
+
+struct PruneRequest {
+  std::string id, state = "queued", model, error;
+  nlohmann::json context;
+  double progress = 0;
+  nlohmann::json ToJson() const {
+    nlohmann::json j = {{"id", id}, {"state", state}, {"progress", progress}, {"context", context}};
+    if (!model.empty()) j["model"] = model;
+    if (!error.empty()) j["error"] = error;
+    return j;
+  }
+};
+
+std::string Endpoint(const std::string& path) {
+  for (const char* prefix : {"/v1/models/", "/v1/prune-requests/"})
+    if (path.starts_with(prefix)) return std::string(prefix) + "{id}";
+  return path;
+}
+
+}  // namespace
+
+struct Cloud::Impl {
+  CloudConfig cfg;
+  repo::Repository repo;
+  context::Profiles profiles;
+  context::LatencyTable table;
+  std::vector<context::Context> standard;
+  std::unique_ptr<infer::Batcher> base;
+  std::string base_dir;  // the base as a model directory, for the search
+  Metrics metrics;
+  httplib::Server server;
+  int port = 0;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, PruneRequest> requests;
+  std::deque<std::string> queue;
+  bool stopping = false;
+  std::unique_ptr<nn::Dataset> data;  // loaded by the first prune request
+  std::thread worker;
+
+  explicit Impl(const CloudConfig& c)
+      : cfg(c),
+        repo(c.repo_dir),
+        profiles(context::Profiles::Load(c.profiles_dir)),
+        table(context::LatencyTable::Load(c.table_path)),
+        standard(context::LoadContexts(c.standard_path, profiles)) {
+    cfg.search.Validate();
+    for (const std::string& p : repo.problems()) spdlog::warn("repository {}: {}", c.repo_dir, p);
+    if (!c.family_dir.empty()) {
+      int added = repo.ImportFamily(c.family_dir);
+      if (added) spdlog::info("imported {} models from {}", added, c.family_dir);
+    }
+    if (auto b = repo.Find("base")) {
+      const std::string weights = *repo.ArtifactPath("base", "weights");
+      base = std::make_unique<infer::Batcher>(b->at("spec"), weights, BatchOptions());
+      base_dir = (fs::path(c.repo_dir) / "work" / "base").string();
+      fs::create_directories(base_dir);
+      WriteFileAtomic((fs::path(base_dir) / nn::kSpecFile).string(), b->at("spec").dump());
+      fs::copy_file(weights, fs::path(base_dir) / nn::kWeightsFile,
+                    fs::copy_options::overwrite_existing);
+    } else {
+      spdlog::warn("repository {} has no base model: inference and prune requests are off",
+                   c.repo_dir);
+    }
+    metrics.Declare("prune_requests_total", "counter", "Prune requests by outcome");
+    metrics.DeclareHistogram("infer_latency_seconds", "Base-model inference request latency",
+                             {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2});
+    metrics.DeclareHistogram("infer_batch_images", "Images per base-model forward pass",
+                             {1, 2, 4, 8, 16, 32, 64, 128, 256});
+    http::Configure(server, cfg.server, metrics, Endpoint);
+    Routes();
+    port = http::Bind(server, cfg.server);
+    worker = std::thread([this] { Worker(); });
+  }
+
+  infer::BatchOptions BatchOptions() {
+    infer::BatchOptions o = cfg.batching;
+    o.on_batch = [this](int64_t n) { metrics.Observe("infer_batch_images", double(n)); };
+    return o;
+  }
+
+  ~Impl() {
+    server.stop();
+    {
+      std::lock_guard lock(mu);
+      stopping = true;
+    }
+    cv.notify_all();
+    worker.join();
+  }
+
+  void Routes() {
+    using httplib::Request;
+    using httplib::Response;
+    server.Get("/healthz", [this](const Request&, Response& res) {
+      std::lock_guard lock(mu);
+      http::Json(res, {{"status", "ok"},
+                       {"models", repo.Catalog()["models"].size()},
+                       {"problems", repo.problems()},
+                       {"prune_queue", queue.size()}});
+    });
+    server.Get("/metrics", [this](const Request&, Response& res) {
+      res.set_content(metrics.Text(), "text/plain; version=0.0.4");
+    });
+    server.Get("/v1/catalog", [this](const Request&, Response& res) {
+      http::Json(res, repo.Catalog());
+    });
+    server.Get(R"(/v1/models/([^/]+)\.(onnx|pt))", [this](const Request& req, Response& res) {
+      const std::string id = req.matches[1], ext = req.matches[2];
+      const char* kind = ext == "onnx" ? "onnx" : "weights";
+      auto m = repo::ValidId(id) ? repo.Find(id) : std::nullopt;
+      if (!m) throw HttpError(404, "unknown model '" + id + "'");
+      http::ServeImmutable(req, res, *repo.ArtifactPath(id, kind), m->at(kind).at("sha256"),
+                           "application/octet-stream");
+    });
+    server.Get("/v2/health/ready", [this](const Request&, Response& res) {
+      http::Json(res, {{"ready", base != nullptr}}, base ? 200 : 503);
+    });
+    server.Get("/v2/models/base", [this](const Request&, Response& res) {
+      http::Json(res, infer::ModelMetadata("base", Base().shape()));
+    });
+    server.Post("/v2/models/base/infer", [this](const Request& req, Response& res) {
+      const auto start = std::chrono::steady_clock::now();
+      infer::Batcher& b = Base();
+      infer::InferRequest r = infer::ParseInferRequest(req.body, b.shape(), 1024);
+      std::vector<float> probs = b.Submit(std::move(r.pixels), r.count).get();
+      http::Json(res, infer::InferResponse("base", r, probs, b.shape().classes));
+      metrics.Observe("infer_latency_seconds",
+                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    });
+    server.Post("/v1/prune-requests", [this](const Request& req, Response& res) {
+      nlohmann::json body = http::JsonBody(req);
+      if (!body.contains("name")) body["name"] = "request";
+      context::Context c = context::Context::FromJson(body, profiles);
+      bool queued = false;
+      nlohmann::json status = Submit(c, queued);
+      http::Json(res, status, queued ? 202 : 200);
+    });
+    server.Get(R"(/v1/prune-requests/([^/]+))", [this](const Request& req, Response& res) {
+      std::lock_guard lock(mu);
+      auto it = requests.find(req.matches[1]);
+      if (it == requests.end())
+        throw HttpError(404, "unknown prune request '" + std::string(req.matches[1]) + "'");
+      http::Json(res, it->second.ToJson());
+    });
+  }
+
+  infer::Batcher& Base() {
+    if (!base) throw HttpError(503, "the repository has no base model");
+    return *base;
+  }
+
+  // Queues a prune request for `c` (deduplicated on everything but its name).
+  nlohmann::json Submit(context::Context c, bool& queued) {
+    if (!base) throw HttpError(503, "the repository has no base model");
+    nlohmann::json key = c.ToJson();
+    key.erase("name");
+    const std::string id = "pr-" + Sha256Hex(key.dump()).substr(0, 12);
+    std::lock_guard lock(mu);
+    if (auto it = requests.find(id); it != requests.end() && it->second.state != "failed") {
+      metrics.Add("prune_requests_total", Label("outcome", "duplicate"));
+      return it->second.ToJson();
+    }
+    if (static_cast<int>(queue.size()) >= cfg.max_pending) {
+      metrics.Add("prune_requests_total", Label("outcome", "refused"));
+      throw HttpError(503, "prune queue is full; try again later");
+    }
+    c.name = id;
+    PruneRequest r;
+    r.id = id;
+    r.context = c.ToJson();
+    requests[id] = r;
+    queue.push_back(id);
+    queued = true;
+    metrics.Add("prune_requests_total", Label("outcome", "queued"));
+    cv.notify_all();
+    return r.ToJson();
+  }
+
+  void Set(const std::string& id, const std::function<void(PruneRequest&)>& f) {
+    std::lock_guard lock(mu);
+    f(requests.at(id));
+  }
+
+  void Worker() {
+    for (;;) {
+      std::string id;
+      nlohmann::json ctx_json;
+      {
+        std::unique_lock lock(mu);
+        cv.wait(lock, [&] { return stopping || !queue.empty(); });
+        if (stopping) return;
+        id = queue.front();
+        queue.pop_front();
+        requests.at(id).state = "running";
+        ctx_json = requests.at(id).context;
+      }
+      spdlog::info("prune request {}: running", id);
+      try {
+        RunPrune(id, ctx_json);
+        Set(id, [&](PruneRequest& r) { r.state = "done", r.model = id, r.progress = 1; });
+        metrics.Add("prune_requests_total", Label("outcome", "done"));
+        spdlog::info("prune request {}: done, model {}", id, id);
+      } catch (const Cancelled&) {
+        Set(id, [](PruneRequest& r) { r.state = "failed", r.error = "the cloud stopped"; });
+        return;
+      } catch (const std::exception& e) {
+        Set(id, [&](PruneRequest& r) { r.state = "failed", r.error = e.what(); });
+        metrics.Add("prune_requests_total", Label("outcome", "failed"));
+        spdlog::warn("prune request {}: failed: {}", id, e.what());
+      }
+    }
+  }
+
+  void RunPrune(const std::string& id, const nlohmann::json& ctx_json) {
+    if (!data) {
+      auto d = std::make_unique<nn::Dataset>(nn::LoadDataset(cfg.data_dir));
+      if (cfg.search.train.limit > 0) d->train = d->train.First(cfg.search.train.limit);
+      data = std::move(d);
+    }
+    context::Context c = context::Context::FromJson(ctx_json, profiles);
+    prune::SearchOptions o = cfg.search;
+    o.quiet = true;
+    o.on_progress = [this, id](double f) {
+      {
+        std::lock_guard lock(mu);
+        if (stopping) throw Cancelled{};
+      }
+      // The search is most of the work; long-term fine-tuning follows it.
+      Set(id, [&](PruneRequest& r) { r.progress = 0.9 * f; });
+    };
+    const fs::path work = fs::path(cfg.repo_dir) / "work" / id;
+    fs::remove_all(work);
+    prune::FamilyInputs in{base_dir, {c}, standard, &table, data.get()};
+    prune::BuildFamily(in, o, prune::Method::kContextAware, work.string(), false);
+    repo.Add(id, (work / "branches" / id).string(), {{"kind", "branch"}, {"prune_request", id}});
+    fs::remove_all(work);
+  }
+};
+
+Cloud::Cloud(const CloudConfig& config) : impl_(std::make_unique<Impl>(config)) {}
+Cloud::~Cloud() = default;
+int Cloud::port() const { return impl_->port; }
+void Cloud::Run() { impl_->server.listen_after_bind(); }
+void Cloud::Stop() { impl_->server.stop(); }
+
+}  // namespace da::cloud

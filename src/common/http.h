@@ -1,0 +1,43 @@
+#pragma once
+// What the HTTP services share (cpp-httplib): JSON answers and errors,
+// immutable content-addressed files, server setup with request metrics.
+#include <httplib.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "common/metrics.h"
+
+namespace da::http {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";  // loopback unless configured otherwise
+  int port = 0;                    // 0: any free port
+  size_t max_body_bytes = 8 << 20;
+  int threads = 64;                // connections served at once
+  void Validate() const;           // UserError when out of range
+};
+
+void Json(httplib::Response& res, const nlohmann::json& body, int status = 200);
+void Error(httplib::Response& res, int status, const std::string& message);
+
+// The body as a JSON object; HttpError(400) when it is not.
+nlohmann::json JsonBody(const httplib::Request& req);
+
+// Serves the file at `path` whose content has hash `sha256`: ETag, immutable
+// caching, 304 Not Modified when If-None-Match matches.
+void ServeImmutable(const httplib::Request& req, httplib::Response& res, const std::string& path,
+                    const std::string& sha256, const std::string& content_type);
+
+// Applies `o` to `server`: body limit (413), timeouts, a thread pool, JSON
+// errors for unknown routes and for exceptions (HttpError/UserError: their
+// status or 400; anything else: 500), and counts requests in `metrics`
+// ("http_requests_total" by endpoint and status; `endpoint` names a path's route).
+void Configure(httplib::Server& server, const ServerOptions& o, Metrics& metrics,
+               std::function<std::string(const std::string& path)> endpoint);
+
+// Binds `server` to o.host:o.port; returns the port. UserError when it cannot.
+int Bind(httplib::Server& server, const ServerOptions& o);
+
+}  // namespace da::http

@@ -1,0 +1,106 @@
+#include "infer/batcher.h"
+
+#include "common/error.h"
+#include "nn/model.h"
+
+namespace da::infer {
+
+void BatchOptions::Validate() const {
+  if (max_batch < 1 || max_batch > 4096) throw UserError("max batch must be in 1..4096");
+  if (max_delay.count() < 0 || max_delay > std::chrono::seconds(1))
+    throw UserError("max queue delay must be in 0..1 s");
+  if (threads < 0) throw UserError("threads must be >= 0");
+}
+
+struct Batcher::Model {
+  nn::Net net{nullptr};
+};
+
+Batcher::Batcher(const nlohmann::json& spec, const std::string& weights_path, BatchOptions opts)
+    : model_(std::make_unique<Model>()), opts_(std::move(opts)) {
+  opts_.Validate();
+  nn::Net net(nn::ModelSpec::FromJson(spec));
+  nn::LoadWeights(*net, weights_path);
+  model_->net = nn::PrepareForInference(*net);
+  const auto& s = net->spec();
+  shape_ = {s.channels, s.height, s.width, s.classes};
+  worker_ = std::thread([this] { Loop(); });
+}
+
+Batcher::~Batcher() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  worker_.join();
+}
+
+std::future<std::vector<float>> Batcher::Submit(std::vector<float> pixels, int64_t count) {
+  if (count < 1 || static_cast<int64_t>(pixels.size()) != count * shape_.Pixels())
+    throw std::invalid_argument("Batcher::Submit: pixels do not match count");
+  Job job{std::move(pixels), count, {}};
+  auto f = job.done.get_future();
+  {
+    std::lock_guard lock(mu_);
+    if (stop_) throw std::logic_error("Batcher stopped");
+    queue_.push_back(std::move(job));
+  }
+  cv_.notify_all();
+  return f;
+}
+
+void Batcher::Loop() {
+  nn::SetThreads(opts_.threads);
+  for (;;) {
+    std::vector<Job> batch;
+    {
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (queue_.empty()) return;  // stopping, nothing left
+      if (opts_.enabled) {
+        // Wait for a fuller batch, at most max_delay after the first job.
+        const auto deadline = std::chrono::steady_clock::now() + opts_.max_delay;
+        auto queued = [&] {
+          int64_t n = 0;
+          for (const Job& j : queue_) n += j.count;
+          return n;
+        };
+        cv_.wait_until(lock, deadline, [&] { return stop_ || queued() >= opts_.max_batch; });
+      }
+      int64_t images = 0;
+      while (!queue_.empty() &&
+             (batch.empty() || (opts_.enabled && images + queue_.front().count <= opts_.max_batch))) {
+        images += queue_.front().count;
+        batch.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+    }
+    try {
+      int64_t images = 0;
+      for (const Job& j : batch) images += j.count;
+      std::vector<float> input;
+      input.reserve(static_cast<size_t>(images * shape_.Pixels()));
+      for (const Job& j : batch) input.insert(input.end(), j.pixels.begin(), j.pixels.end());
+      std::vector<float> probs(static_cast<size_t>(images * shape_.classes));
+      {
+        c10::InferenceMode guard;
+        torch::Tensor x = torch::from_blob(input.data(),
+                                           {images, shape_.channels, shape_.height, shape_.width});
+        torch::Tensor p = torch::softmax(model_->net->forward(x), 1).contiguous();
+        std::copy(p.data_ptr<float>(), p.data_ptr<float>() + probs.size(), probs.begin());
+      }
+      if (opts_.on_batch) opts_.on_batch(images);
+      size_t at = 0;
+      for (Job& j : batch) {
+        const size_t n = static_cast<size_t>(j.count * shape_.classes);
+        j.done.set_value(std::vector<float>(probs.begin() + at, probs.begin() + at + n));
+        at += n;
+      }
+    } catch (...) {
+      for (Job& j : batch) j.done.set_exception(std::current_exception());
+    }
+  }
+}
+
+}  // namespace da::infer

@@ -1,0 +1,61 @@
+#pragma once
+// The base model behind a queue with dynamic batching: concurrent requests are
+// run together, up to `max_batch` images, waiting at most `max_delay` after the
+// first one arrives. With batching off, requests run one at a time as they came.
+// One worker thread owns the model.
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "infer/oip.h"
+
+namespace da::infer {
+
+struct BatchOptions {
+  bool enabled = true;
+  int64_t max_batch = 64;                        // images per forward pass
+  std::chrono::microseconds max_delay{2000};     // extra wait for a fuller batch
+  int threads = 0;                               // libtorch threads (0: all cores)
+  std::function<void(int64_t images)> on_batch;  // called after every forward pass
+  void Validate() const;                         // UserError when out of range
+};
+
+class Batcher {
+ public:
+  // Loads the model (its spec as JSON, weights.pt as nn writes it) for
+  // inference. UserError when they do not load.
+  Batcher(const nlohmann::json& spec, const std::string& weights_path, BatchOptions opts);
+  ~Batcher();  // finishes queued work, then stops
+
+  const InputShape& shape() const { return shape_; }
+  // Probabilities (count x classes) for `count` images of `pixels`.
+  std::future<std::vector<float>> Submit(std::vector<float> pixels, int64_t count);
+
+ private:
+  struct Job {
+    std::vector<float> pixels;
+    int64_t count;
+    std::promise<std::vector<float>> done;
+  };
+  void Loop();
+
+  struct Model;
+  std::unique_ptr<Model> model_;
+  InputShape shape_;
+  BatchOptions opts_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> queue_;
+  bool stop_ = false;
+  std::thread worker_;
+};
+
+}  // namespace da::infer
