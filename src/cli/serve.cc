@@ -7,6 +7,7 @@
 
 #include "cli/commands.h"
 #include "cloud/cloud.h"
+#include "edge/edge.h"
 #include "common/error.h"
 #include "nn/dataset.h"
 
@@ -72,6 +73,40 @@ void AddCloudOptions(CLI::App* cmd, CloudFlags& f) {
   AddSearchOptions(cmd, c.search, f.importance);
 }
 
+struct EdgeFlags {
+  edge::EdgeConfig config;
+  int64_t max_delay_us = 2000;
+  bool no_batching = false;
+};
+
+// Edge flags. `standalone`: the cloud runs elsewhere (--cloud), and the edge
+// has its own --profiles and batching flags (serve shares the cloud's).
+void AddEdgeOptions(CLI::App* cmd, EdgeFlags& f, bool standalone) {
+  edge::EdgeConfig& c = f.config;
+  c.profiles_dir = SourcePath("profiles");
+  if (standalone) {
+    cmd->add_option("--cloud", c.cloud_url, "The cloud's URL, e.g. http://127.0.0.1:8081")
+        ->required();
+    cmd->add_option("--profiles", c.profiles_dir, "Device and network profiles directory")
+        ->capture_default_str();
+    AddBatchOptions(cmd, c.batching, f.max_delay_us, f.no_batching);
+  }
+  cmd->add_option("--cache-bytes", c.cache_bytes, "Model cache capacity (bytes)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--state", c.state_dir, "State directory (cache, statistics)")->required();
+  cmd->add_option("--policy", c.policy, "Cache policy: utility, lru, lfu")->capture_default_str();
+  cmd->add_option("--half-life", c.half_life_s, "Request statistics half-life (s)")
+      ->capture_default_str();
+  cmd->add_option("--refresh", c.refresh_s, "Cache content recomputed every (s)")
+      ->capture_default_str();
+  cmd->add_option("--prune-interval", c.prune_interval_s,
+                  "At most one prune request forwarded per (s)")
+      ->capture_default_str();
+  cmd->add_option("--probe-max", c.probe_max_bytes, "Largest bandwidth probe (bytes)")
+      ->capture_default_str();
+}
+
 // Runs `stop` on SIGINT/SIGTERM (from a thread: the handlers' work is not
 // async-signal-safe). Block the signals before any other thread starts.
 class SignalStop {
@@ -121,6 +156,70 @@ void AddServe(CLI::App& app) {
                 cf->config.repo_dir.c_str());
     std::fflush(stdout);
     c.Run();
+  });
+
+  auto ef = std::make_shared<EdgeFlags>();
+  cmd = app.add_subcommand("edge", "The edge service: matching, model cache, collaborative "
+                                   "inference");
+  cmd->set_config("--config", "", "Read these flags from a TOML/INI file");
+  AddServerOptions(cmd, ef->config.server, 8080);
+  AddEdgeOptions(cmd, *ef, true);
+  cmd->callback([ef] {
+    FinishBatchOptions(ef->config.batching, ef->max_delay_us, ef->no_batching);
+    SignalStop signals;
+    edge::Edge e(ef->config);
+    signals.Start([&e] { e.Stop(); });
+    std::printf("edge: http://%s:%d/ (cloud %s, cache %lld bytes, policy %s)\n",
+                ef->config.server.host.c_str(), e.port(), ef->config.cloud_url.c_str(),
+                static_cast<long long>(ef->config.cache_bytes), ef->config.policy.c_str());
+    std::fflush(stdout);
+    e.Run();
+  });
+
+  // serve: both in one process (the embedded default); the edge's flags plus the cloud's.
+  auto sf = std::make_shared<std::pair<CloudFlags, EdgeFlags>>();
+  cmd = app.add_subcommand("serve", "Cloud and edge in one process (the embedded default)");
+  cmd->set_config("--config", "", "Read these flags from a TOML/INI file");
+  AddServerOptions(cmd, sf->second.config.server, 8080);
+  cmd->add_option("--cloud-port", sf->first.config.server.port, "The cloud's port (0: any free)")
+      ->capture_default_str();
+  sf->first.config.server.port = 8081;
+  AddEdgeOptions(cmd, sf->second, false);
+  AddCloudOptions(cmd, sf->first);
+  cmd->callback([sf] {
+    auto& [cloud_flags, edge_flags] = *sf;
+    cloud_flags.config.server.host = edge_flags.config.server.host;
+    FinishBatchOptions(cloud_flags.config.batching, cloud_flags.max_delay_us,
+                       cloud_flags.no_batching);
+    edge_flags.config.batching = cloud_flags.config.batching;
+    edge_flags.config.profiles_dir = cloud_flags.config.profiles_dir;
+    cloud_flags.config.search.importance = prune::ParseImportance(cloud_flags.importance);
+    SignalStop signals;
+    cloud::Cloud c(cloud_flags.config);
+    std::thread cloud_thread([&c] { c.Run(); });
+    edge_flags.config.cloud_url = "http://127.0.0.1:" + std::to_string(c.port());
+    std::unique_ptr<edge::Edge> e;
+    try {
+      e = std::make_unique<edge::Edge>(edge_flags.config);
+    } catch (...) {
+      c.Stop();
+      cloud_thread.join();
+      throw;
+    }
+    signals.Start([&] {
+      e->Stop();
+      c.Stop();
+    });
+    std::printf("cloud: http://%s:%d/ (repository %s)\nedge:  http://%s:%d/ (cache %lld bytes, "
+                "policy %s)\n",
+                cloud_flags.config.server.host.c_str(), c.port(),
+                cloud_flags.config.repo_dir.c_str(), edge_flags.config.server.host.c_str(),
+                e->port(), static_cast<long long>(edge_flags.config.cache_bytes),
+                edge_flags.config.policy.c_str());
+    std::fflush(stdout);
+    e->Run();
+    c.Stop();
+    cloud_thread.join();
   });
 }
 

@@ -1,0 +1,119 @@
+#include "edge/cache.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "common/error.h"
+
+namespace da::edge {
+
+Policy ParsePolicy(const std::string& name) {
+  if (name == "utility") return Policy::kUtility;
+  if (name == "lru") return Policy::kLru;
+  if (name == "lfu") return Policy::kLfu;
+  throw UserError("unknown cache policy '" + name + "' (utility, lru, lfu)");
+}
+
+std::string PolicyName(Policy p) {
+  return p == Policy::kUtility ? "utility" : p == Policy::kLru ? "lru" : "lfu";
+}
+
+ModelCache::ModelCache(Policy policy, int64_t capacity_bytes, double half_life_s)
+    : policy_(policy), capacity_(capacity_bytes), half_life_(half_life_s) {
+  if (capacity_bytes < 0) throw UserError("cache capacity must be >= 0 bytes");
+  if (!(half_life_s > 0) || !std::isfinite(half_life_s))
+    throw UserError("demand half-life must be a positive number of seconds");
+}
+
+double ModelCache::Decayed(const Demand& d, double now) const {
+  return d.count * std::exp2(-std::max(0.0, now - d.at) / half_life_);
+}
+
+bool ModelCache::Request(const CatalogModel& m, double now, std::vector<std::string>* added,
+                         std::vector<std::string>* dropped) {
+  Demand& d = demand_[m.id];
+  d.count = Decayed(d, now) + 1;
+  d.at = now;
+  d.total += 1;
+  d.last = now;
+  if (Contains(m.id)) return true;
+  if (policy_ == Policy::kUtility || m.bytes > capacity_) return false;
+  Evict(m.bytes, m.id, dropped);
+  content_[m.id] = m.bytes;
+  used_ += m.bytes;
+  if (added) added->push_back(m.id);
+  return false;
+}
+
+void ModelCache::Evict(int64_t need, const std::string& keep, std::vector<std::string>* dropped) {
+  while (used_ + need > capacity_ && !content_.empty()) {
+    auto victim = content_.end();
+    for (auto it = content_.begin(); it != content_.end(); ++it) {
+      if (it->first == keep) continue;
+      if (victim == content_.end()) {
+        victim = it;
+        continue;
+      }
+      const Demand& a = demand_[it->first];
+      const Demand& b = demand_[victim->first];
+      const bool older = policy_ == Policy::kLfu ? (a.total < b.total ||
+                                                    (a.total == b.total && a.last < b.last))
+                                                 : a.last < b.last;
+      if (older) victim = it;
+    }
+    if (victim == content_.end()) return;
+    used_ -= victim->second;
+    if (dropped) dropped->push_back(victim->first);
+    content_.erase(victim);
+  }
+}
+
+void ModelCache::Refresh(const std::vector<CatalogModel>& models, double now,
+                         std::vector<std::string>* added, std::vector<std::string>* dropped) {
+  if (policy_ != Policy::kUtility) return;
+  // Gain of caching a model: its decayed demand (requests whose ideal it is)
+  // times its accuracy. The gains add up, so greedy by gain per byte.
+  std::vector<std::pair<double, const CatalogModel*>> ranked;
+  for (const CatalogModel& m : models) {
+    auto it = demand_.find(m.id);
+    const double gain = it == demand_.end() ? 0 : Decayed(it->second, now) * m.accuracy;
+    if (gain > 1e-9 && m.bytes <= capacity_)
+      ranked.push_back({gain / static_cast<double>(std::max<int64_t>(1, m.bytes)), &m});
+  }
+  std::stable_sort(ranked.begin(), ranked.end(),
+                   [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::map<std::string, int64_t> want;
+  int64_t used = 0;
+  double total = 0, best_single = 0;
+  const CatalogModel* single = nullptr;
+  for (const auto& [density, m] : ranked) {
+    const double gain = density * static_cast<double>(std::max<int64_t>(1, m->bytes));
+    if (gain > best_single) best_single = gain, single = m;
+    if (used + m->bytes <= capacity_) want[m->id] = m->bytes, used += m->bytes, total += gain;
+  }
+  // Greedy by density can lose to one large model: take the better of the two.
+  if (single && best_single > total) want = {{single->id, single->bytes}}, used = single->bytes;
+  for (const auto& [id, bytes] : content_)
+    if (!want.count(id) && dropped) dropped->push_back(id);
+  for (const auto& [id, bytes] : want)
+    if (!content_.count(id) && added) added->push_back(id);
+  content_ = std::move(want);
+  used_ = used;
+}
+
+bool ModelCache::Restore(const std::string& id, int64_t bytes) {
+  if (Contains(id)) return true;
+  if (used_ + bytes > capacity_) return false;
+  content_[id] = bytes;
+  used_ += bytes;
+  return true;
+}
+
+void ModelCache::Drop(const std::string& id) {
+  auto it = content_.find(id);
+  if (it == content_.end()) return;
+  used_ -= it->second;
+  content_.erase(it);
+}
+
+}  // namespace da::edge
