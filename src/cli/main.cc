@@ -2,7 +2,10 @@
 // files print one line on stderr and exit with code 2.
 #include <c10/util/Exception.h>
 
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 
 #include "cli/commands.h"
 #include "common/error.h"
@@ -20,6 +23,14 @@ std::string SourcePath(const std::string& relative) {
 }  // namespace da::cli
 
 int main(int argc, char** argv) {
+  // Idle OpenMP threads spin by default, starving every other process on a
+  // 2-core machine (the services, tests running side by side): a search with
+  // another job beside it ran 8x slower. libgomp reads the policy when it
+  // loads, so set it and start again, once.
+  if (!std::getenv("OMP_WAIT_POLICY")) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);  // returns only on failure: carry on as we are
+  }
   CLI::App app{
       "DeepAdapter: context-aware deep learning for the mobile web (browser + edge + cloud)."};
   app.require_subcommand(1);

@@ -100,6 +100,8 @@ void AddEdgeOptions(CLI::App* cmd, EdgeFlags& f, bool standalone) {
       ->capture_default_str();
   cmd->add_option("--refresh", c.refresh_s, "Cache content recomputed every (s)")
       ->capture_default_str();
+  cmd->add_option("--catalog-refresh", c.catalog_refresh_s, "Catalog re-read from the cloud every (s)")
+      ->capture_default_str();
   cmd->add_option("--prune-interval", c.prune_interval_s,
                   "At most one prune request forwarded per (s)")
       ->capture_default_str();

@@ -86,14 +86,23 @@ void Configure(httplib::Server& server, const ServerOptions& o, Metrics& metrics
 }
 
 int Bind(httplib::Server& server, const ServerOptions& o) {
+  // cpp-httplib 0.11 listens with a backlog of 5: under a burst of clients the
+  // kernel drops connections (they fail after a 1 s SYN retry). Keep the
+  // socket and listen again with a deep backlog.
+  auto sock = std::make_shared<int>(-1);
+  server.set_socket_options([sock](socket_t s) {
+    httplib::default_socket_options(s);
+    *sock = s;
+  });
+  int port = o.port;
   if (o.port == 0) {
-    int port = server.bind_to_any_port(o.host);
+    port = server.bind_to_any_port(o.host);
     if (port <= 0) throw UserError("cannot bind to " + o.host);
-    return port;
-  }
-  if (!server.bind_to_port(o.host, o.port))
+  } else if (!server.bind_to_port(o.host, o.port)) {
     throw UserError("cannot bind to " + o.host + ":" + std::to_string(o.port));
-  return o.port;
+  }
+  if (*sock >= 0) ::listen(*sock, 1024);
+  return port;
 }
 
 }  // namespace da::http

@@ -503,6 +503,11 @@ struct Edge::Impl {
       const auto now = Clock::now();
       if (now >= next_catalog) {
         try {
+          LoadBase();  // from the state when the cloud is down
+        } catch (const std::exception& e) {
+          spdlog::warn("edge: base model: {}", e.what());
+        }
+        try {
           LoadCatalog();
           LoadBase();
           backoff = 0.25;

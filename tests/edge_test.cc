@@ -1,0 +1,289 @@
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <random>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/sha256.h"
+#include "edge/cache.h"
+#include "edge/store.h"
+#include "infer/oip.h"
+
+namespace fs = std::filesystem;
+using namespace da::edge;
+using da::context::Context;
+
+namespace {
+
+const da::context::Profiles& Profiles() {
+  static const auto p = da::context::Profiles::Load(std::string(DA_SOURCE_DIR) + "/profiles");
+  return p;
+}
+
+Context Ctx(const std::string& device, const std::string& network, double budget) {
+  return Context::FromJson({{"name", "t"},
+                            {"device", device},
+                            {"network", network},
+                            {"budget_ms", budget},
+                            {"inferences", 100}},
+                           Profiles());
+}
+
+// Bigger models are slower and more accurate.
+std::vector<CatalogModel> Family() {
+  return {{"small", 50'000, 0.88, 0.2}, {"mid", 200'000, 0.91, 0.5}, {"big", 800'000, 0.93, 1.5}};
+}
+
+fs::path FreshDir(const std::string& name) {
+  fs::path d = fs::temp_directory_path() / (name + "-" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  return d;
+}
+
+}  // namespace
+
+TEST(Match, PicksTheMostAccurateModelWithinBudgetElseTheFastest) {
+  auto models = Family();
+  auto none = [](int) { return false; };
+  const double mid_ms = da::context::Predict(Ctx("mid", "4g", 1), 0.5, 200'000).total_ms;
+  Match m = MatchContext(Ctx("mid", "4g", mid_ms + 0.01), models, none);
+  EXPECT_EQ(models[size_t(m.ideal)].id, "mid");
+  EXPECT_TRUE(m.meets_budget);
+  EXPECT_FALSE(m.ideal_cached);
+  EXPECT_EQ(m.served, m.ideal);  // nothing cached: the ideal, fetched from the cloud
+  m = MatchContext(Ctx("mid", "4g", 1e6), models, none);
+  EXPECT_EQ(models[size_t(m.ideal)].id, "big");
+  m = MatchContext(Ctx("low", "3g", 0.01), models, none);
+  EXPECT_FALSE(m.meets_budget);
+  EXPECT_EQ(models[size_t(m.ideal)].id, "small");  // the fastest, flagged
+  // Ideal not cached: the best cached model within budget answers now.
+  m = MatchContext(Ctx("mid", "4g", 1e6), models, [](int i) { return i == 0; });
+  EXPECT_EQ(models[size_t(m.ideal)].id, "big");
+  EXPECT_EQ(models[size_t(m.served)].id, "small");
+  EXPECT_FALSE(m.ideal_cached);
+}
+
+TEST(ModelCache, UtilityKeepsTheMostUsefulBytes) {
+  auto models = Family();
+  ModelCache c(Policy::kUtility, 260'000, 100);
+  std::vector<std::string> added, dropped;
+  // A miss does not change the content; a refresh does.
+  EXPECT_FALSE(c.Request(models[2], 0, &added, &dropped));
+  EXPECT_TRUE(added.empty());
+  for (int i = 0; i < 10; ++i) c.Request(models[0], 1, nullptr, nullptr);
+  for (int i = 0; i < 10; ++i) c.Request(models[1], 1, nullptr, nullptr);
+  c.Refresh(models, 1, &added, &dropped);
+  // big does not fit; small and mid do (250 KB).
+  EXPECT_TRUE(c.Contains("small") && c.Contains("mid"));
+  EXPECT_EQ(c.used(), 250'000);
+  EXPECT_EQ(added.size(), 2u);
+  // Demand moves to big and decays away from the others (half-life 100 s).
+  for (int i = 0; i < 30; ++i) c.Request(models[2], 1000, nullptr, nullptr);
+  ModelCache wide(Policy::kUtility, 900'000, 100);
+  wide.LoadDemand(c.demand());
+  wide.Refresh(models, 1000, nullptr, nullptr);
+  EXPECT_TRUE(wide.Contains("big"));
+  // Greedy by density would take small + mid; one big model gains more.
+  ModelCache one(Policy::kUtility, 800'000, 1e9);
+  for (int i = 0; i < 100; ++i) one.Request(models[2], 0, nullptr, nullptr);
+  one.Request(models[0], 0, nullptr, nullptr);
+  one.Refresh(models, 0, nullptr, nullptr);
+  EXPECT_TRUE(one.Contains("big"));
+}
+
+TEST(ModelCache, LruAndLfuAdmitOnMissAndEvict) {
+  auto models = Family();
+  ModelCache lru(Policy::kLru, 260'000, 100);
+  std::vector<std::string> added, dropped;
+  EXPECT_FALSE(lru.Request(models[0], 0, &added, &dropped));
+  EXPECT_TRUE(lru.Request(models[0], 1, &added, &dropped));
+  EXPECT_FALSE(lru.Request(models[1], 2, &added, &dropped));
+  EXPECT_EQ(added, (std::vector<std::string>{"small", "mid"}));
+  EXPECT_FALSE(lru.Request(models[2], 3, &added, &dropped));  // too big: not admitted
+  EXPECT_FALSE(lru.Contains("big"));
+  lru.Request(models[0], 4, nullptr, nullptr);
+  ModelCache small(Policy::kLru, 210'000, 100);
+  small.Request(models[0], 0, nullptr, nullptr);
+  small.Request(models[1], 1, nullptr, &dropped);  // small (least recent) goes
+  EXPECT_EQ(dropped.back(), "small");
+  EXPECT_TRUE(small.Contains("mid"));
+
+  ModelCache lfu(Policy::kLfu, 210'000, 100);
+  for (int i = 0; i < 5; ++i) lfu.Request(models[0], i, nullptr, nullptr);
+  lfu.Request(models[1], 10, nullptr, nullptr);  // only one fits: the newcomer is admitted
+  EXPECT_TRUE(lfu.Contains("mid"));
+  EXPECT_FALSE(lfu.Contains("small"));
+  lfu.Request(models[0], 11, nullptr, nullptr);  // small (6 requests) back, mid (1) out
+  EXPECT_TRUE(lfu.Contains("small"));
+  EXPECT_FALSE(lfu.Contains("mid"));
+  EXPECT_THROW(ModelCache(Policy::kLru, -1, 1), da::UserError);
+  EXPECT_THROW(ParsePolicy("fifo"), da::UserError);
+}
+
+TEST(Store, KeepsFilesAndDemandAcrossReopenAndDropsBrokenFiles) {
+  const fs::path dir = FreshDir("da-edge-store");
+  const std::string a(1000, 'a'), b(2000, 'b');
+  {
+    Store s(dir.string());
+    s.Put("a", da::Sha256Hex(a), a);
+    s.Put("b", da::Sha256Hex(b), b);
+    EXPECT_THROW(s.Put("c", da::Sha256Hex(a), b), std::runtime_error);
+    s.SaveDemand({{"a", {3, 10, 5, 9}}});
+    s.SetValue("catalog", "{}");
+  }
+  // An unindexed file (a crash between write and index) and a corrupted one.
+  da::WriteFileAtomic((dir / "blobs" / "orphan.onnx").string(), "x");
+  std::string broken = b;
+  broken[5] = 'x';
+  da::WriteFileAtomic((dir / "blobs" / (da::Sha256Hex(b) + ".onnx")).string(), broken);
+  Store s(dir.string());
+  ASSERT_EQ(s.Files().size(), 1u);
+  EXPECT_EQ(s.Files()[0].id, "a");
+  EXPECT_EQ(da::ReadFile(s.Path(da::Sha256Hex(a))), a);
+  ASSERT_EQ(s.problems().size(), 1u);
+  EXPECT_NE(s.problems()[0].find("corrupt"), std::string::npos);
+  EXPECT_FALSE(fs::exists(dir / "blobs" / "orphan.onnx"));
+  EXPECT_FALSE(fs::exists(dir / "blobs" / (da::Sha256Hex(b) + ".onnx")));
+  auto d = s.LoadDemand();
+  ASSERT_EQ(d.count("a"), 1u);
+  EXPECT_EQ(d["a"].count, 3);
+  EXPECT_EQ(d["a"].total, 5);
+  EXPECT_EQ(s.Value("catalog"), "{}");
+  EXPECT_FALSE(s.Value("nothing"));
+  s.Remove("a");
+  EXPECT_TRUE(s.Files().empty());
+  EXPECT_FALSE(fs::exists(s.Path(da::Sha256Hex(a))));
+  fs::remove_all(dir);
+}
+
+namespace {
+const da::infer::InputShape kShape{1, 28, 28, 10};
+
+std::string Request(const std::string& datatype, nlohmann::json shape, nlohmann::json data) {
+  return nlohmann::json{{"inputs", {{{"name", "input"},
+                                     {"shape", shape},
+                                     {"datatype", datatype},
+                                     {"data", data}}}}}
+      .dump();
+}
+}  // namespace
+
+TEST(OpenInferenceProtocol, ParsesFp32AndUint8InEveryShape) {
+  using da::infer::ParseInferRequest;
+  std::vector<float> px(784, 0.5f);
+  auto r = ParseInferRequest(Request("FP32", {1, 1, 28, 28}, px), kShape, 8);
+  EXPECT_EQ(r.count, 1);
+  EXPECT_EQ(r.pixels.size(), 784u);
+  r = ParseInferRequest(Request("FP32", {2, 784}, std::vector<float>(1568, 0.25f)), kShape, 8);
+  EXPECT_EQ(r.count, 2);
+  std::vector<int> bytes(784, 255);
+  r = ParseInferRequest(Request("UINT8", {1, 28, 28}, bytes), kShape, 8);
+  EXPECT_FLOAT_EQ(r.pixels[0], 1.0f);
+  // Nested data, an id, and the outputs a client asks for.
+  nlohmann::json nested = nlohmann::json::array();
+  for (int y = 0; y < 28; ++y) nested.push_back(std::vector<float>(28, 0.1f));
+  nlohmann::json j = nlohmann::json::parse(Request("FP32", {1, 1, 28, 28}, {{nested}}));
+  j["id"] = "42";
+  j["outputs"] = {{{"name", "label"}, {"parameters", {{"binary_data", false}}}}};
+  r = ParseInferRequest(j.dump(), kShape, 8);
+  EXPECT_EQ(r.id, "42");
+  EXPECT_TRUE(r.want_label);
+  EXPECT_FALSE(r.want_probabilities);
+  auto out = da::infer::InferResponse("base", r, std::vector<float>(10, 0.1f), 10);
+  EXPECT_EQ(out["id"], "42");
+  EXPECT_EQ(out["outputs"].size(), 1u);
+  EXPECT_EQ(out["outputs"][0]["shape"], nlohmann::json({1}));
+}
+
+TEST(OpenInferenceProtocol, RejectsBadRequestsWith400) {
+  using da::infer::ParseInferRequest;
+  std::vector<float> px(784, 0.5f);
+  std::vector<float> nan_px = px;
+  nan_px[3] = NAN;
+  const std::vector<std::string> bad = {
+      "", "[]", "{", "{\"inputs\": 3}", "{\"inputs\": []}",
+      Request("FP16", {1, 784}, px),                     // datatype
+      Request("FP32", {1, 1, 28, 27}, px),                // shape
+      Request("FP32", {1, 784}, std::vector<float>(783)),  // too little data
+      Request("FP32", {1, 784}, std::vector<float>(785)),  // too much
+      Request("FP32", {0, 784}, px),                      // no images
+      Request("FP32", {9, 784}, std::vector<float>(9 * 784)),  // over the limit
+      Request("FP32", {-1, 784}, px),
+      Request("FP32", {1, 784}, nan_px),  // NaN: JSON null
+      "{\"inputs\": [{\"name\": \"input\", \"shape\": [1, 784], \"datatype\": \"FP32\", "
+      "\"data\": [NaN]}]}",
+      Request("UINT8", {1, 784}, std::vector<int>(784, 256)),
+      Request("UINT8", {1, 784}, std::vector<float>(784, 0.5f)),
+      Request("FP32", {1, 784}, "abc"),
+  };
+  for (const std::string& body : bad) {
+    try {
+      ParseInferRequest(body, kShape, 8);
+      ADD_FAILURE() << "accepted: " << body.substr(0, 80);
+    } catch (const da::HttpError& e) {
+      EXPECT_EQ(e.status(), 400);
+    }
+  }
+}
+
+namespace {
+// `seed` with 1-8 random edits (replace, delete, insert, duplicate a span).
+std::string Mutate(std::string body, std::mt19937& rng) {
+  const std::string alphabet = "{}[]\",:0123456789.-eE tfnulaINFinputsdatashape\\";
+  const int edits = 1 + static_cast<int>(rng() % 8);
+    for (int e = 0; e < edits && !body.empty(); ++e) {
+      size_t at = rng() % body.size();
+      switch (rng() % 4) {
+        case 0: body[at] = alphabet[rng() % alphabet.size()]; break;
+        case 1: body.erase(at, 1 + rng() % 16); break;
+        case 2: body.insert(at, 1, alphabet[rng() % alphabet.size()]); break;
+        case 3: body.insert(at, body.substr(rng() % body.size(), rng() % 32)); break;
+      }
+  }
+  return body;
+}
+}  // namespace
+
+// Thousands of mutated bodies: every one is parsed or rejected with a 400,
+// never a crash, a hang or another exception.
+TEST(OpenInferenceProtocol, SurvivesMutatedBodies) {
+  std::mt19937 rng(7);
+  const std::string a = Request("UINT8", {1, 784}, std::vector<int>(784, 7));
+  const std::string b = Request("FP32", {1, 1, 28, 28}, std::vector<float>(784, 0.5f));
+  int parsed = 0, rejected = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const std::string body = Mutate(i % 2 ? a : b, rng);
+    try {
+      da::infer::ParseInferRequest(body, kShape, 8);
+      ++parsed;
+    } catch (const da::HttpError& e) {
+      EXPECT_EQ(e.status(), 400);
+      ++rejected;
+    }
+  }
+  EXPECT_EQ(parsed + rejected, 3000);
+  EXPECT_GT(rejected, 0);
+}
+
+// The same for contexts (match and prune-request bodies): a context or a UserError.
+TEST(ContextParser, SurvivesMutatedBodies) {
+  std::mt19937 rng(8);
+  const std::string seeds[] = {
+      R"({"name": "v", "device": "mid", "network": "4g", "budget_ms": 20, "inferences": 100})",
+      R"({"name": "v", "slowdown": 3.5, "downlink_kbps": 5000, "rtt_ms": 40, "budget_ms": 20, "inferences": 10})"};
+  int parsed = 0, rejected = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const nlohmann::json j = nlohmann::json::parse(Mutate(seeds[i % 2], rng), nullptr, false);
+    try {
+      Context c = Context::FromJson(j, Profiles());
+      EXPECT_TRUE(std::isfinite(c.slowdown) && c.slowdown > 0 && c.budget_ms > 0);
+      ++parsed;
+    } catch (const da::UserError&) {
+      ++rejected;
+    }
+  }
+  EXPECT_GT(parsed, 0);
+  EXPECT_GT(rejected, 0);
+}
