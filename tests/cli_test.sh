@@ -63,7 +63,7 @@ expect_ok "bench infer" "ours / onnxruntime" bench infer "$tmp/m" --runs 10 --se
 expect_error "bench infer without a model" "not found" bench infer "$tmp/nomodel"
 
 # Contexts, prediction and pruning.
-expect_ok "predict" "low-3g-150" predict "$tmp/m"
+expect_ok "predict" "low-3g-30" predict "$tmp/m"
 printf '{"contexts": [{"name": "t", "device": "low", "network": "3g", "budget_ms": 20.5, "inferences": 100}]}' >"$tmp/ctx.json"
 expect_ok "tiny prune" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" --standard "$tmp/ctx.json" \
   --out "$tmp/repo" --limit 300 --short-steps 1 --long-epochs 0 --val-images 100
@@ -78,6 +78,13 @@ expect_ok "tiny bench prune compares on network-bound contexts" "net  *accuracy"
 expect_error "prune of a missing base" "not found" prune --base "$tmp/nomodel" --out "$tmp/r2"
 expect_error "unknown importance" "importance" prune --base "$tmp/m" --out "$tmp/r2" --importance magic
 expect_error "bad step" "step" prune --base "$tmp/m" --out "$tmp/r2" --step 1.5
+
+# Services: bad configuration is a clear error, not a crash.
+expect_error "unknown cache policy" "policy" edge --cloud http://127.0.0.1:1 --state "$tmp/es" --policy fifo --port 0
+expect_error "port out of range" "port" cloud --repo "$tmp/cr" --port 70000
+expect_error "edge without a cloud" "cloud" edge --state "$tmp/es"
+printf '{not a catalog' >"$tmp/badrepo.json"; mkdir -p "$tmp/badrepo"; cp "$tmp/badrepo.json" "$tmp/badrepo/catalog.json"
+expect_error "corrupt catalog" "catalog" cloud --repo "$tmp/badrepo" --port 0
 printf '{"contexts": [{"name": "t", "device": "tablet", "network": "3g", "budget_ms": 20, "inferences": 1}]}' >"$tmp/badctx.json"
 expect_error "unknown device class" "unknown device class 'tablet'" predict "$tmp/m" --contexts "$tmp/badctx.json"
 printf '{"contexts": [{"name": "t", "device": "low", "network": "3g", "budget_ms": -1, "inferences": 1}]}' >"$tmp/badctx.json"

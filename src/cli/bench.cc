@@ -137,6 +137,7 @@ void AddBench(CLI::App& app) {
   });
   AddPredictorBench(*bench);
   AddPruneBench(*bench);
+  AddEdgeBench(*bench);
 }
 
 }  // namespace da::cli

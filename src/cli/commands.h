@@ -16,6 +16,8 @@ void AddProfile(CLI::App& app);
 void AddPrune(CLI::App& app);         // prune, predict
 void AddPruneBench(CLI::App& bench);  // bench prune
 void AddServe(CLI::App& app);         // cloud, edge, serve
+void AddEdgeBench(CLI::App& bench);   // bench edge
+void AddClient(CLI::App& app);        // client
 
 // A path inside the source tree (profiles/, web/), for flag defaults.
 std::string SourcePath(const std::string& relative);

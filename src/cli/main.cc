@@ -41,6 +41,7 @@ int main(int argc, char** argv) {
   da::cli::AddProfile(app);
   da::cli::AddPrune(app);
   da::cli::AddServe(app);
+  da::cli::AddClient(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

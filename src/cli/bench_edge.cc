@@ -1,0 +1,250 @@
+// deepadapter bench edge: the model cache update mechanism against LRU and LFU
+// on generated traces, base-model inference throughput with and without
+// dynamic batching, and match latency.
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "cli/commands.h"
+#include "cloud/cloud.h"
+#include "common/error.h"
+#include "common/fs.h"
+#include "common/plot.h"
+#include "common/process.h"
+#include "common/progress.h"
+#include "edge/edge.h"
+#include "nn/dataset.h"
+#include "nn/model_dir.h"
+#include "prune/family.h"
+#include "sim/cache_sim.h"
+
+namespace da::cli {
+namespace {
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct Flags {
+  std::string family, out, profiles = SourcePath("profiles"),
+                           table = SourcePath("profiles/latency.json");
+  sim::TraceOptions trace;
+  double budget_lo = 3, budget_hi = 200;
+  std::vector<double> capacities = {0.2, 0.3, 0.4, 0.5};
+  int clients = 32;
+  double seconds = 10;
+};
+
+// The family's branches as the edge sees them (reference_ms from the table
+// when the family predates it).
+std::vector<edge::CatalogModel> Branches(const Flags& f, const context::LatencyTable& table) {
+  nlohmann::json fam = prune::ReadFamily(f.family);
+  std::vector<edge::CatalogModel> out;
+  for (const auto& b : fam.at("branches")) {
+    nlohmann::json m = nn::ReadMetrics((fs::path(f.family) / b.at("dir").get<std::string>()).string());
+    const double ref = m.contains("reference_ms")
+                           ? m["reference_ms"].get<double>()
+                           : table.ModelMs(nn::ModelSpec::FromJson(m.at("spec")));
+    out.push_back({b.at("context"), m.at("bytes"), m.at("val_accuracy"), ref});
+  }
+  return out;
+}
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return NAN;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
+}
+
+void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
+                const context::Profiles& profiles) {
+  int64_t total = 0;
+  for (const auto& m : models) total += m.bytes;
+  auto contexts = sim::RandomContexts(f.trace, profiles, f.budget_lo, f.budget_hi);
+  auto trace = sim::ZipfTrace(f.trace);
+  std::printf(
+      "cache: %zu branch models (%.0f KB in all), %d contexts, %lld requests (Zipf s=%.2f, "
+      "%.0f%% of ranks reshuffled every %lld requests, seed %llu)\n",
+      models.size(), double(total) / 1024, f.trace.contexts, (long long)f.trace.requests,
+      f.trace.zipf_s, 100 * f.trace.drift_fraction, (long long)f.trace.drift_every,
+      (unsigned long long)f.trace.seed);
+  std::printf("%-9s %-8s %8s %9s %7s %10s %10s %10s\n", "capacity", "policy", "hit %",
+              "fallback%", "cloud%", "served acc", "ideal acc", "fetched MB");
+  std::vector<Series> series = {{"utility (ours)", "#d62728", {}, {}, true},
+                                {"LRU", "#1f77b4", {}, {}, true},
+                                {"LFU", "#2ca02c", {}, {}, true}};
+  sim::CacheSimOptions so;
+  for (double frac : f.capacities) {
+    const int64_t cap = static_cast<int64_t>(frac * double(total));
+    double best_baseline = 0, ours = 0;
+    int k = 0;
+    for (edge::Policy p : {edge::Policy::kUtility, edge::Policy::kLru, edge::Policy::kLfu}) {
+      sim::CacheResult r = sim::SimulateCache(p, cap, models, contexts, trace, so);
+      std::printf("%7.0f%%  %-8s %8.2f %9.2f %7.2f %10.2f %10.2f %10.1f\n", 100 * frac,
+                  r.policy.c_str(), 100 * r.hit_rate, 100 * r.fallback_rate, 100 * r.cloud_rate,
+                  100 * r.served_accuracy, 100 * r.ideal_accuracy, double(r.bytes_fetched) / 1e6);
+      (p == edge::Policy::kUtility ? ours : best_baseline) =
+          p == edge::Policy::kUtility ? r.hit_rate : std::max(best_baseline, r.hit_rate);
+      series[size_t(k)].x.push_back(100 * frac);
+      series[size_t(k++)].y.push_back(100 * r.hit_rate);
+    }
+    std::printf("%7.0f%%  utility - best of LRU/LFU: %+.2f points hit rate\n", 100 * frac,
+                100 * (ours - best_baseline));
+  }
+  const std::string plot = (fs::path(f.out) / "cache-hit-rate.svg").string();
+  WriteFileAtomic(plot, SvgPlot("Edge model cache: hit rate on a drifting Zipf trace",
+                                "capacity (% of the family's bytes)", "hit rate (%)", series));
+  std::printf("plot: %s\n", plot.c_str());
+}
+
+// 32 clients sending one-image requests for `seconds`; returns requests/s and latencies.
+std::pair<double, std::vector<double>> Load(int port, int clients, double seconds) {
+  nlohmann::json body = {{"inputs", {{{"name", "input"},
+                                      {"shape", {1, 1, 28, 28}},
+                                      {"datatype", "UINT8"},
+                                      {"data", std::vector<int>(784, 100)}}}}};
+  const std::string text = body.dump();
+  std::atomic<int64_t> done{0}, failed{0};
+  std::mutex mu;
+  std::vector<double> lat;
+  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(seconds));
+  std::vector<std::thread> threads;
+  for (int t = 0; t < clients; ++t)
+    threads.emplace_back([&] {
+      httplib::Client c("127.0.0.1", port);
+      c.set_read_timeout(30);
+      std::vector<double> mine;
+      while (Clock::now() < end) {
+        const auto s = Clock::now();
+        auto res = c.Post("/v2/models/base/infer", text, "application/json");
+        if (!res || res->status != 200) {
+          ++failed;
+          continue;
+        }
+        mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
+        ++done;
+      }
+      std::lock_guard lock(mu);
+      lat.insert(lat.end(), mine.begin(), mine.end());
+    });
+  for (auto& t : threads) t.join();
+  if (failed) throw std::runtime_error(std::to_string(failed.load()) + " inference requests failed");
+  return {double(done) / seconds, lat};
+}
+
+void ServiceBench(const Flags& f) {
+  TempDir tmp("da-bench-edge");
+  cloud::CloudConfig cc;
+  cc.repo_dir = (tmp.path() / "repo").string();
+  cc.family_dir = f.family;
+  cc.profiles_dir = f.profiles;
+  cc.table_path = f.table;
+  cc.standard_path = SourcePath("profiles/contexts.json");
+  cc.data_dir = nn::kFashionMnistDir;
+  cloud::Cloud cloud(cc);
+  std::thread cloud_thread([&] { cloud.Run(); });
+  struct Run {
+    const char* name;
+    bool batching;
+    double rps = 0, p50 = 0, p99 = 0;
+  };
+  std::vector<Run> runs = {{"dynamic batching", true}, {"one request at a time", false}};
+  std::vector<double> match_ms;
+  for (Run& run : runs) {
+    edge::EdgeConfig ec;
+    ec.cloud_url = "http://127.0.0.1:" + std::to_string(cloud.port());
+    ec.state_dir = (tmp.path() / (std::string("state-") + (run.batching ? "b" : "n"))).string();
+    ec.profiles_dir = f.profiles;
+    ec.batching.enabled = run.batching;
+    edge::Edge e(ec);
+    std::thread edge_thread([&] { e.Run(); });
+    httplib::Client c("127.0.0.1", e.port());
+    for (int i = 0; i < 200; ++i) {
+      auto res = c.Get("/v2/health/ready");
+      if (res && res->status == 200) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    Load(e.port(), f.clients, 1);  // warm-up
+    auto [rps, lat] = Load(e.port(), f.clients, f.seconds);
+    run.rps = rps, run.p50 = Percentile(lat, 0.5), run.p99 = Percentile(lat, 0.99);
+    if (run.batching) {
+      const std::string ctx = R"({"device": "mid", "network": "4g", "budget_ms": 12, "inferences": 100})";
+      for (int i = 0; i < 2000; ++i) {
+        const auto s = Clock::now();
+        auto res = c.Post("/v1/match", ctx, "application/json");
+        if (!res || res->status != 200) throw std::runtime_error("match failed");
+        match_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
+      }
+    }
+    e.Stop();
+    edge_thread.join();
+  }
+  cloud.Stop();
+  cloud_thread.join();
+  std::printf("\ninference: %d concurrent clients, one image per request, %.0f s each\n",
+              f.clients, f.seconds);
+  for (const Run& r : runs)
+    std::printf("  %-22s %8.1f requests/s   latency p50 %.2f ms, p99 %.2f ms\n", r.name, r.rps,
+                r.p50, r.p99);
+  std::printf("  throughput ratio (batching / none): %.2fx\n", runs[0].rps / runs[1].rps);
+  std::printf("match over HTTP (one client, 2000 requests): p50 %.3f ms, p99 %.3f ms\n",
+              Percentile(match_ms, 0.5), Percentile(match_ms, 0.99));
+}
+
+void MatchCompute(const std::vector<edge::CatalogModel>& models, const Flags& f,
+                  const context::Profiles& profiles) {
+  auto contexts = sim::RandomContexts(f.trace, profiles, f.budget_lo, f.budget_hi);
+  std::vector<double> us;
+  int sink = 0;
+  for (int rep = 0; rep < 20; ++rep)
+    for (const auto& c : contexts) {
+      const auto s = Clock::now();
+      sink += edge::MatchContext(c, models, [](int i) { return i % 2 == 0; }).served;
+      us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
+    }
+  std::printf("match computation (%zu models): p50 %.2f us, p99 %.2f us%s\n", models.size(),
+              Percentile(us, 0.5), Percentile(us, 0.99), sink < 0 ? " " : "");
+}
+
+}  // namespace
+
+void AddEdgeBench(CLI::App& bench) {
+  auto f = std::make_shared<Flags>();
+  auto* cmd = bench.add_subcommand(
+      "edge", "Edge: cache update mechanism vs LRU/LFU, inference batching, match latency");
+  cmd->add_option("--family", f->family, "A branch-model family (prune's output)")->required();
+  cmd->add_option("--out", f->out, "Output directory (plot)")->required();
+  cmd->add_option("--profiles", f->profiles, "Device and network profiles")->capture_default_str();
+  cmd->add_option("--table", f->table, "Latency table")->capture_default_str();
+  cmd->add_option("--contexts", f->trace.contexts, "Distinct visitor contexts")->capture_default_str();
+  cmd->add_option("--requests", f->trace.requests, "Requests in the trace")->capture_default_str();
+  cmd->add_option("--zipf", f->trace.zipf_s, "Zipf exponent of context popularity")
+      ->capture_default_str();
+  cmd->add_option("--drift-every", f->trace.drift_every, "Requests between popularity drifts")
+      ->capture_default_str();
+  cmd->add_option("--drift", f->trace.drift_fraction, "Share of ranks reshuffled per drift")
+      ->capture_default_str();
+  cmd->add_option("--seed", f->trace.seed, "Trace seed")->capture_default_str();
+  cmd->add_option("--capacities", f->capacities, "Cache capacities (fractions of the family)")
+      ->capture_default_str();
+  cmd->add_option("--clients", f->clients, "Concurrent inference clients")->capture_default_str();
+  cmd->add_option("--seconds", f->seconds, "Seconds per inference run")->capture_default_str();
+  cmd->callback([f] {
+    for (double c : f->capacities)
+      if (!(c > 0 && c <= 1)) throw UserError("capacities must be fractions in (0, 1]");
+    if (f->clients < 1 || f->clients > 1024) throw UserError("clients must be in 1..1024");
+    if (!(f->seconds > 0 && f->seconds <= 3600)) throw UserError("seconds must be in (0, 3600]");
+    const auto profiles = context::Profiles::Load(f->profiles);
+    const auto table = context::LatencyTable::Load(f->table);
+    auto models = Branches(*f, table);
+    if (models.empty()) throw UserError(f->family + ": no branch models");
+    fs::create_directories(f->out);
+    CacheBench(*f, models, profiles);
+    MatchCompute(models, *f, profiles);
+    ServiceBench(*f);
+  });
+}
+
+}  // namespace da::cli
