@@ -83,6 +83,7 @@ expect_error "bad step" "step" prune --base "$tmp/m" --out "$tmp/r2" --step 1.5
 expect_error "unknown cache policy" "policy" edge --cloud http://127.0.0.1:1 --state "$tmp/es" --policy fifo --port 0
 expect_error "port out of range" "port" cloud --repo "$tmp/cr" --port 70000
 expect_error "edge without a cloud" "cloud" edge --state "$tmp/es"
+expect_error "edge with a bad cloud URL" "http://" edge --cloud nowhere --state "$tmp/es"
 printf '{not a catalog' >"$tmp/badrepo.json"; mkdir -p "$tmp/badrepo"; cp "$tmp/badrepo.json" "$tmp/badrepo/catalog.json"
 expect_error "corrupt catalog" "catalog" cloud --repo "$tmp/badrepo" --port 0
 printf '{"contexts": [{"name": "t", "device": "tablet", "network": "3g", "budget_ms": 20, "inferences": 1}]}' >"$tmp/badctx.json"

@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "DeepAdapter: context-aware deep learning for the mobile web (browser + edge + cloud)."};
   app.require_subcommand(1);
+  // Flags from a file: one [section] per subcommand, e.g. [edge] port = 8080.
+  app.set_config("--config", "", "Read flags from a TOML/INI file ([subcommand] sections)");
   da::cli::AddTrain(app);
   da::cli::AddEval(app);
   da::cli::AddExport(app);

@@ -145,7 +145,6 @@ void AddServe(CLI::App& app) {
   auto cf = std::make_shared<CloudFlags>();
   CLI::App* cmd = app.add_subcommand("cloud", "The cloud service: model repository, base-model "
                                               "inference, prune requests");
-  cmd->set_config("--config", "", "Read these flags from a TOML/INI file");
   AddServerOptions(cmd, cf->config.server, 8081);
   AddCloudOptions(cmd, *cf);
   cmd->callback([cf] {
@@ -163,7 +162,6 @@ void AddServe(CLI::App& app) {
   auto ef = std::make_shared<EdgeFlags>();
   cmd = app.add_subcommand("edge", "The edge service: matching, model cache, collaborative "
                                    "inference");
-  cmd->set_config("--config", "", "Read these flags from a TOML/INI file");
   AddServerOptions(cmd, ef->config.server, 8080);
   AddEdgeOptions(cmd, *ef, true);
   cmd->callback([ef] {
@@ -181,7 +179,6 @@ void AddServe(CLI::App& app) {
   // serve: both in one process (the embedded default); the edge's flags plus the cloud's.
   auto sf = std::make_shared<std::pair<CloudFlags, EdgeFlags>>();
   cmd = app.add_subcommand("serve", "Cloud and edge in one process (the embedded default)");
-  cmd->set_config("--config", "", "Read these flags from a TOML/INI file");
   AddServerOptions(cmd, sf->second.config.server, 8080);
   cmd->add_option("--cloud-port", sf->first.config.server.port, "The cloud's port (0: any free)")
       ->capture_default_str();

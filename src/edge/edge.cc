@@ -27,7 +27,8 @@ using Clock = std::chrono::steady_clock;
 void EdgeConfig::Validate() const {
   server.Validate();
   batching.Validate();
-  if (cloud_url.empty()) throw UserError("the cloud's URL is required");
+  if (!cloud_url.starts_with("http://") && !cloud_url.starts_with("https://"))
+    throw UserError("the cloud's URL must start with http:// or https://, not '" + cloud_url + "'");
   if (cache_bytes < 0) throw UserError("cache capacity must be >= 0 bytes");
   if (state_dir.empty()) throw UserError("a state directory is required");
   ParsePolicy(policy);
