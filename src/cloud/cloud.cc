@@ -37,10 +37,14 @@ struct PruneRequest {
   }
 };
 
+// A metrics label per route (not per path: scanners must not grow the metrics).
 std::string Endpoint(const std::string& path) {
   for (const char* prefix : {"/v1/models/", "/v1/prune-requests/"})
     if (path.starts_with(prefix)) return std::string(prefix) + "{id}";
-  return path;
+  for (const char* route : {"/healthz", "/metrics", "/v1/catalog", "/v1/prune-requests",
+                            "/v2/health/ready", "/v2/models/base", "/v2/models/base/infer"})
+    if (path == route) return path;
+  return "other";
 }
 
 }  // namespace

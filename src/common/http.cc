@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <set>
+
 #include "common/error.h"
 #include "common/fs.h"
 
@@ -80,7 +82,9 @@ void Configure(httplib::Server& server, const ServerOptions& o, Metrics& metrics
   });
   server.set_logger([&metrics, endpoint](const httplib::Request& req,
                                          const httplib::Response& res) {
-    metrics.Add("http_requests_total", Label("endpoint", req.method + " " + endpoint(req.path)) +
+    static const std::set<std::string> methods = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS"};
+    const std::string method = methods.count(req.method) ? req.method : "OTHER";
+    metrics.Add("http_requests_total", Label("endpoint", method + " " + endpoint(req.path)) +
                                            "," + Label("status", std::to_string(res.status)));
   });
 }

@@ -44,9 +44,14 @@ double WallSeconds() {
       .count();
 }
 
+// A metrics label per route (not per path: scanners must not grow the metrics).
 std::string Endpoint(const std::string& path) {
   if (path.starts_with("/v1/models/")) return "/v1/models/{id}";
-  return path;
+  for (const char* route : {"/healthz", "/metrics", "/v1/stats", "/v1/match", "/v1/cache/refresh",
+                            "/v1/probe", "/v2/health/ready", "/v2/models/base",
+                            "/v2/models/base/infer"})
+    if (path == route) return path;
+  return "other";
 }
 
 }  // namespace
@@ -80,11 +85,10 @@ struct Edge::Impl {
   std::thread worker;
 
   explicit Impl(const EdgeConfig& c)
-      : cfg(c),
+      : cfg((c.Validate(), c)),
         profiles(context::Profiles::Load(c.profiles_dir)),
         store(c.state_dir),
         cache(ParsePolicy(c.policy), c.cache_bytes, c.half_life_s) {
-    cfg.Validate();
     for (const std::string& p : store.problems()) spdlog::warn("edge state: {}", p);
     cache.LoadDemand(store.LoadDemand());
     if (auto saved = store.Value("catalog")) SetCatalog(nlohmann::json::parse(*saved, nullptr, false));
