@@ -235,6 +235,12 @@ TEST(Services, CloudDownKeepsServingCachedModelsDegraded) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(da::Sha256Hex(res->body), m["sha256"]);
+  // A context whose ideal is not cached gets the best cached model instead.
+  json fallback = Post(*edge, "/v1/match",
+                       R"({"device": "high", "network": "wifi", "budget_ms": 0.5, "inferences": 100})");
+  EXPECT_EQ(fallback["model"], m["model"]);
+  EXPECT_NE(fallback["ideal"], m["model"]);
+  EXPECT_TRUE(fallback["degraded"].get<bool>());
   // An uncached model cannot be fetched: a clear 503, not a hang.
   json other = Get(*edge, "/v1/models/cpu.onnx", 503);
   EXPECT_TRUE(other.contains("error"));
