@@ -252,18 +252,16 @@ TEST(OpenInferenceProtocol, SurvivesMutatedBodies) {
   std::mt19937 rng(7);
   const std::string a = Request("UINT8", {1, 784}, std::vector<int>(784, 7));
   const std::string b = Request("FP32", {1, 1, 28, 28}, std::vector<float>(784, 0.5f));
-  int parsed = 0, rejected = 0;
+  int rejected = 0;
   for (int i = 0; i < 3000; ++i) {
     const std::string body = Mutate(i % 2 ? a : b, rng);
     try {
       da::infer::ParseInferRequest(body, kShape, 8);
-      ++parsed;
     } catch (const da::HttpError& e) {
       EXPECT_EQ(e.status(), 400);
       ++rejected;
     }
   }
-  EXPECT_EQ(parsed + rejected, 3000);
   EXPECT_GT(rejected, 0);
 }
 

@@ -58,10 +58,9 @@ double Percentile(std::vector<double> v, double p) {
 }
 
 void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
-                const context::Profiles& profiles) {
+                const std::vector<context::Context>& contexts) {
   int64_t total = 0;
   for (const auto& m : models) total += m.bytes;
-  auto contexts = sim::RandomContexts(f.trace, profiles, f.budget_lo, f.budget_hi);
   auto trace = sim::ZipfTrace(f.trace);
   std::printf(
       "cache: %zu branch models (%.0f KB in all), %d contexts, %lld requests (Zipf s=%.2f, "
@@ -193,9 +192,8 @@ void ServiceBench(const Flags& f) {
               Percentile(match_ms, 0.5), Percentile(match_ms, 0.99));
 }
 
-void MatchCompute(const std::vector<edge::CatalogModel>& models, const Flags& f,
-                  const context::Profiles& profiles) {
-  auto contexts = sim::RandomContexts(f.trace, profiles, f.budget_lo, f.budget_hi);
+void MatchCompute(const std::vector<edge::CatalogModel>& models,
+                  const std::vector<context::Context>& contexts) {
   std::vector<double> us;
   int sink = 0;
   for (int rep = 0; rep < 20; ++rep)
@@ -241,8 +239,9 @@ void AddEdgeBench(CLI::App& bench) {
     auto models = Branches(*f, table);
     if (models.empty()) throw UserError(f->family + ": no branch models");
     fs::create_directories(f->out);
-    CacheBench(*f, models, profiles);
-    MatchCompute(models, *f, profiles);
+    const auto contexts = sim::RandomContexts(f->trace, profiles, f->budget_lo, f->budget_hi);
+    CacheBench(*f, models, contexts);
+    MatchCompute(models, contexts);
     ServiceBench(*f);
   });
 }

@@ -59,6 +59,9 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "deepadapter: internal error: %s\n", e.what_without_backtrace());
     return 1;
+  } catch (const std::exception& e) {  // anything else: one line, not an abort
+    std::fprintf(stderr, "deepadapter: internal error: %s\n", e.what());
+    return 1;
   }
   return 0;
 }

@@ -17,8 +17,6 @@ namespace {
 struct CloudFlags {
   cloud::CloudConfig config;
   std::string importance = "l1";
-  int64_t max_delay_us = 2000;
-  bool no_batching = false;
 };
 
 void AddServerOptions(CLI::App* cmd, http::ServerOptions& s, int default_port) {
@@ -33,22 +31,19 @@ void AddServerOptions(CLI::App* cmd, http::ServerOptions& s, int default_port) {
       ->capture_default_str();
 }
 
-void AddBatchOptions(CLI::App* cmd, infer::BatchOptions& b, int64_t& max_delay_us,
-                     bool& no_batching) {
+void AddBatchOptions(CLI::App* cmd, infer::BatchOptions& b) {
   cmd->add_option("--max-batch", b.max_batch, "Dynamic batching: images per forward pass")
-      ->capture_default_str();
-  cmd->add_option("--max-delay-us", max_delay_us,
-                  "Dynamic batching: longest wait for a fuller batch (microseconds)")
-      ->capture_default_str();
-  cmd->add_flag("--no-batching", no_batching, "Run inference requests one at a time");
+      ->capture_default_str()
+      ->check(CLI::Range(1, 4096));
+  cmd->add_option_function<int64_t>(
+         "--max-delay-us", [&b](int64_t us) { b.max_delay = std::chrono::microseconds(us); },
+         "Dynamic batching: longest wait for a fuller batch (microseconds, default 2000)")
+      ->check(CLI::Range(0, 1000000));
+  cmd->add_flag_callback("--no-batching", [&b] { b.enabled = false; },
+                         "Run inference requests one at a time");
   cmd->add_option("--infer-threads", b.threads, "libtorch threads for inference (0: all cores)")
-      ->capture_default_str();
-}
-
-void FinishBatchOptions(infer::BatchOptions& b, int64_t max_delay_us, bool no_batching) {
-  b.max_delay = std::chrono::microseconds(max_delay_us);
-  b.enabled = !no_batching;
-  b.Validate();
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1024));
 }
 
 void AddCloudOptions(CLI::App* cmd, CloudFlags& f) {
@@ -69,27 +64,20 @@ void AddCloudOptions(CLI::App* cmd, CloudFlags& f) {
       ->capture_default_str();
   cmd->add_option("--max-pending", c.max_pending, "Queued prune requests before refusing")
       ->capture_default_str();
-  AddBatchOptions(cmd, c.batching, f.max_delay_us, f.no_batching);
+  AddBatchOptions(cmd, c.batching);
   AddSearchOptions(cmd, c.search, f.importance);
 }
 
-struct EdgeFlags {
-  edge::EdgeConfig config;
-  int64_t max_delay_us = 2000;
-  bool no_batching = false;
-};
-
 // Edge flags. `standalone`: the cloud runs elsewhere (--cloud), and the edge
 // has its own --profiles and batching flags (serve shares the cloud's).
-void AddEdgeOptions(CLI::App* cmd, EdgeFlags& f, bool standalone) {
-  edge::EdgeConfig& c = f.config;
+void AddEdgeOptions(CLI::App* cmd, edge::EdgeConfig& c, bool standalone) {
   c.profiles_dir = SourcePath("profiles");
   if (standalone) {
     cmd->add_option("--cloud", c.cloud_url, "The cloud's URL, e.g. http://127.0.0.1:8081")
         ->required();
     cmd->add_option("--profiles", c.profiles_dir, "Device and network profiles directory")
         ->capture_default_str();
-    AddBatchOptions(cmd, c.batching, f.max_delay_us, f.no_batching);
+    AddBatchOptions(cmd, c.batching);
   }
   cmd->add_option("--cache-bytes", c.cache_bytes, "Model cache capacity (bytes)")
       ->capture_default_str()
@@ -148,7 +136,6 @@ void AddServe(CLI::App& app) {
   AddServerOptions(cmd, cf->config.server, 8081);
   AddCloudOptions(cmd, *cf);
   cmd->callback([cf] {
-    FinishBatchOptions(cf->config.batching, cf->max_delay_us, cf->no_batching);
     cf->config.search.importance = prune::ParseImportance(cf->importance);
     SignalStop signals;
     cloud::Cloud c(cf->config);
@@ -159,27 +146,26 @@ void AddServe(CLI::App& app) {
     c.Run();
   });
 
-  auto ef = std::make_shared<EdgeFlags>();
+  auto ef = std::make_shared<edge::EdgeConfig>();
   cmd = app.add_subcommand("edge", "The edge service: matching, model cache, collaborative "
                                    "inference");
-  AddServerOptions(cmd, ef->config.server, 8080);
+  AddServerOptions(cmd, ef->server, 8080);
   AddEdgeOptions(cmd, *ef, true);
   cmd->callback([ef] {
-    FinishBatchOptions(ef->config.batching, ef->max_delay_us, ef->no_batching);
     SignalStop signals;
-    edge::Edge e(ef->config);
+    edge::Edge e(*ef);
     signals.Start([&e] { e.Stop(); });
     std::printf("edge: http://%s:%d/ (cloud %s, cache %lld bytes, policy %s)\n",
-                ef->config.server.host.c_str(), e.port(), ef->config.cloud_url.c_str(),
-                static_cast<long long>(ef->config.cache_bytes), ef->config.policy.c_str());
+                ef->server.host.c_str(), e.port(), ef->cloud_url.c_str(),
+                static_cast<long long>(ef->cache_bytes), ef->policy.c_str());
     std::fflush(stdout);
     e.Run();
   });
 
   // serve: both in one process (the embedded default); the edge's flags plus the cloud's.
-  auto sf = std::make_shared<std::pair<CloudFlags, EdgeFlags>>();
+  auto sf = std::make_shared<std::pair<CloudFlags, edge::EdgeConfig>>();
   cmd = app.add_subcommand("serve", "Cloud and edge in one process (the embedded default)");
-  AddServerOptions(cmd, sf->second.config.server, 8080);
+  AddServerOptions(cmd, sf->second.server, 8080);
   cmd->add_option("--cloud-port", sf->first.config.server.port, "The cloud's port (0: any free)")
       ->capture_default_str();
   sf->first.config.server.port = 8081;
@@ -187,19 +173,17 @@ void AddServe(CLI::App& app) {
   AddCloudOptions(cmd, sf->first);
   cmd->callback([sf] {
     auto& [cloud_flags, edge_flags] = *sf;
-    cloud_flags.config.server.host = edge_flags.config.server.host;
-    FinishBatchOptions(cloud_flags.config.batching, cloud_flags.max_delay_us,
-                       cloud_flags.no_batching);
-    edge_flags.config.batching = cloud_flags.config.batching;
-    edge_flags.config.profiles_dir = cloud_flags.config.profiles_dir;
+    cloud_flags.config.server.host = edge_flags.server.host;
+    edge_flags.batching = cloud_flags.config.batching;
+    edge_flags.profiles_dir = cloud_flags.config.profiles_dir;
     cloud_flags.config.search.importance = prune::ParseImportance(cloud_flags.importance);
     SignalStop signals;
     cloud::Cloud c(cloud_flags.config);
     std::thread cloud_thread([&c] { c.Run(); });
-    edge_flags.config.cloud_url = "http://127.0.0.1:" + std::to_string(c.port());
+    edge_flags.cloud_url = "http://127.0.0.1:" + std::to_string(c.port());
     std::unique_ptr<edge::Edge> e;
     try {
-      e = std::make_unique<edge::Edge>(edge_flags.config);
+      e = std::make_unique<edge::Edge>(edge_flags);
     } catch (...) {
       c.Stop();
       cloud_thread.join();
@@ -212,9 +196,9 @@ void AddServe(CLI::App& app) {
     std::printf("cloud: http://%s:%d/ (repository %s)\nedge:  http://%s:%d/ (cache %lld bytes, "
                 "policy %s)\n",
                 cloud_flags.config.server.host.c_str(), c.port(),
-                cloud_flags.config.repo_dir.c_str(), edge_flags.config.server.host.c_str(),
-                e->port(), static_cast<long long>(edge_flags.config.cache_bytes),
-                edge_flags.config.policy.c_str());
+                cloud_flags.config.repo_dir.c_str(), edge_flags.server.host.c_str(),
+                e->port(), static_cast<long long>(edge_flags.cache_bytes),
+                edge_flags.policy.c_str());
     std::fflush(stdout);
     e->Run();
     c.Stop();

@@ -55,9 +55,10 @@ struct Cloud::Impl {
   context::Profiles profiles;
   context::LatencyTable table;
   std::vector<context::Context> standard;
-  std::unique_ptr<infer::Batcher> base;
-  std::string base_dir;  // the base as a model directory, for the search
   Metrics metrics;
+  infer::BaseService base_service{metrics, [this] { return base; },
+                                  "the repository has no base model"};
+  std::shared_ptr<infer::Batcher> base;  // set once, in the constructor; stops first
   httplib::Server server;
   int port = 0;
 
@@ -81,33 +82,17 @@ struct Cloud::Impl {
       int added = repo.ImportFamily(c.family_dir);
       if (added) spdlog::info("imported {} models from {}", added, c.family_dir);
     }
-    if (auto b = repo.Find("base")) {
-      const std::string weights = *repo.ArtifactPath("base", "weights");
-      base = std::make_unique<infer::Batcher>(b->at("spec"), weights, BatchOptions());
-      base_dir = (fs::path(c.repo_dir) / "work" / "base").string();
-      fs::create_directories(base_dir);
-      WriteFileAtomic((fs::path(base_dir) / nn::kSpecFile).string(), b->at("spec").dump());
-      fs::copy_file(weights, fs::path(base_dir) / nn::kWeightsFile,
-                    fs::copy_options::overwrite_existing);
-    } else {
+    if (auto b = repo.Find("base"))
+      base = std::make_shared<infer::Batcher>(b->at("spec"), *repo.ArtifactPath("base", "weights"),
+                                              base_service.Observed(cfg.batching));
+    else
       spdlog::warn("repository {} has no base model: inference and prune requests are off",
                    c.repo_dir);
-    }
     metrics.Declare("prune_requests_total", "counter", "Prune requests by outcome");
-    metrics.DeclareHistogram("infer_latency_seconds", "Base-model inference request latency",
-                             {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2});
-    metrics.DeclareHistogram("infer_batch_images", "Images per base-model forward pass",
-                             {1, 2, 4, 8, 16, 32, 64, 128, 256});
     http::Configure(server, cfg.server, metrics, Endpoint);
     Routes();
     port = http::Bind(server, cfg.server);
     worker = std::thread([this] { Worker(); });
-  }
-
-  infer::BatchOptions BatchOptions() {
-    infer::BatchOptions o = cfg.batching;
-    o.on_batch = [this](int64_t n) { metrics.Observe("infer_batch_images", double(n)); };
-    return o;
   }
 
   ~Impl() {
@@ -144,21 +129,7 @@ struct Cloud::Impl {
       http::ServeImmutable(req, res, *repo.ArtifactPath(id, kind), m->at(kind).at("sha256"),
                            "application/octet-stream");
     });
-    server.Get("/v2/health/ready", [this](const Request&, Response& res) {
-      http::Json(res, {{"ready", base != nullptr}}, base ? 200 : 503);
-    });
-    server.Get("/v2/models/base", [this](const Request&, Response& res) {
-      http::Json(res, infer::ModelMetadata("base", Base().shape()));
-    });
-    server.Post("/v2/models/base/infer", [this](const Request& req, Response& res) {
-      const auto start = std::chrono::steady_clock::now();
-      infer::Batcher& b = Base();
-      infer::InferRequest r = infer::ParseInferRequest(req.body, b.shape(), 1024);
-      std::vector<float> probs = b.Submit(std::move(r.pixels), r.count).get();
-      http::Json(res, infer::InferResponse("base", r, probs, b.shape().classes));
-      metrics.Observe("infer_latency_seconds",
-                      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    });
+    base_service.AddRoutes(server);
     server.Post("/v1/prune-requests", [this](const Request& req, Response& res) {
       nlohmann::json body = http::JsonBody(req);
       if (!body.contains("name")) body["name"] = "request";
@@ -174,11 +145,6 @@ struct Cloud::Impl {
         throw HttpError(404, "unknown prune request '" + std::string(req.matches[1]) + "'");
       http::Json(res, it->second.ToJson());
     });
-  }
-
-  infer::Batcher& Base() {
-    if (!base) throw HttpError(503, "the repository has no base model");
-    return *base;
   }
 
   // Queues a prune request for `c` (deduplicated on everything but its name).
@@ -244,6 +210,15 @@ struct Cloud::Impl {
   }
 
   void RunPrune(const std::string& id, const nlohmann::json& ctx_json) {
+    // The search reads the base as a model directory; written by the first request.
+    const auto rec = *repo.Find("base");
+    const fs::path base_dir = fs::path(cfg.repo_dir) / "work" /
+                              ("base-" + rec.at("weights").at("sha256").get<std::string>().substr(0, 12));
+    if (!fs::exists(base_dir / nn::kWeightsFile)) {
+      WriteFileAtomic((base_dir / nn::kSpecFile).string(), rec.at("spec").dump());
+      WriteFileAtomic((base_dir / nn::kWeightsFile).string(),
+                      ReadFile(*repo.ArtifactPath("base", "weights")));
+    }
     if (!data) {
       auto d = std::make_unique<nn::Dataset>(nn::LoadDataset(cfg.data_dir));
       if (cfg.search.train.limit > 0) d->train = d->train.First(cfg.search.train.limit);
@@ -262,7 +237,7 @@ struct Cloud::Impl {
     };
     const fs::path work = fs::path(cfg.repo_dir) / "work" / id;
     fs::remove_all(work);
-    prune::FamilyInputs in{base_dir, {c}, standard, &table, data.get()};
+    prune::FamilyInputs in{base_dir.string(), {c}, standard, &table, data.get()};
     prune::BuildFamily(in, o, prune::Method::kContextAware, work.string(), false);
     repo.Add(id, (work / "branches" / id).string(), {{"kind", "branch"}, {"prune_request", id}});
     fs::remove_all(work);

@@ -14,7 +14,7 @@
 #include <string>
 
 #include "common/http.h"
-#include "infer/batcher.h"
+#include "infer/service.h"
 #include "prune/search.h"
 
 namespace da::cloud {

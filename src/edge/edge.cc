@@ -61,6 +61,8 @@ struct Edge::Impl {
   context::Profiles profiles;
   Store store;
   Metrics metrics;
+  infer::BaseService base_service{metrics, [this] { return Base(); },
+                                  "the base model is not loaded yet"};
   httplib::Server server;
   int port = 0;
 
@@ -75,7 +77,6 @@ struct Edge::Impl {
   std::set<std::string> prune_sent;
   bool degraded = false;
   std::string cloud_error;
-  int64_t hits = 0, misses = 0;
 
   std::shared_ptr<infer::Batcher> base;  // set once loaded (guarded by mu)
   std::string probe_bytes;
@@ -136,10 +137,6 @@ struct Edge::Impl {
     metrics.Declare("model_downloads_total", "counter", "Model files served, by cache outcome");
     metrics.Declare("prune_requests_forwarded_total", "counter",
                     "Contexts forwarded to the cloud as prune requests");
-    metrics.DeclareHistogram("infer_latency_seconds", "Base-model inference request latency",
-                             {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2});
-    metrics.DeclareHistogram("infer_batch_images", "Images per base-model forward pass",
-                             {1, 2, 4, 8, 16, 32, 64, 128, 256});
   }
 
   // Installs a catalog ({"models": [...]}); false when it is not one.
@@ -286,32 +283,12 @@ struct Edge::Impl {
       res.set_header("Cache-Control", "no-store");
       res.set_content(probe_bytes.substr(0, static_cast<size_t>(n)), "application/octet-stream");
     });
-    server.Get("/v2/health/ready", [this](const Request&, Response& res) {
-      const bool ready = Base() != nullptr;
-      http::Json(res, {{"ready", ready}}, ready ? 200 : 503);
-    });
-    server.Get("/v2/models/base", [this](const Request&, Response& res) {
-      http::Json(res, infer::ModelMetadata("base", RequireBase()->shape()));
-    });
-    server.Post("/v2/models/base/infer", [this](const Request& req, Response& res) {
-      const auto start = Clock::now();
-      auto b = RequireBase();
-      infer::InferRequest r = infer::ParseInferRequest(req.body, b->shape(), 1024);
-      std::vector<float> probs = b->Submit(std::move(r.pixels), r.count).get();
-      http::Json(res, infer::InferResponse("base", r, probs, b->shape().classes));
-      metrics.Observe("infer_latency_seconds",
-                      std::chrono::duration<double>(Clock::now() - start).count());
-    });
+    base_service.AddRoutes(server);
   }
 
   std::shared_ptr<infer::Batcher> Base() {
     std::lock_guard lock(mu);
     return base;
-  }
-  std::shared_ptr<infer::Batcher> RequireBase() {
-    auto b = Base();
-    if (!b) throw HttpError(503, "the base model is not loaded yet");
-    return b;
   }
 
   nlohmann::json MatchRequest(nlohmann::json body) {
@@ -333,7 +310,6 @@ struct Edge::Impl {
     }
     const CatalogModel& served = models[static_cast<size_t>(m.served)];
     cache.Request(ideal, WallSeconds(), nullptr, nullptr);  // lru/lfu: the worker fetches it
-    (m.ideal_cached ? hits : misses)++;
     if (!m.meets_budget) {
       nlohmann::json key = c.ToJson();
       key.erase("name");
@@ -394,6 +370,8 @@ struct Edge::Impl {
   }
 
   nlohmann::json Stats() {
+    const double hits = metrics.Get("match_total", Label("ideal_cached", "true"));
+    const double misses = metrics.Get("match_total", Label("ideal_cached", "false"));
     std::lock_guard lock(mu);
     nlohmann::json content = nlohmann::json::array(), demand = nlohmann::json::array();
     for (const auto& [id, bytes] : cache.content())
@@ -410,7 +388,7 @@ struct Edge::Impl {
             {"demand", demand},
             {"matches", hits + misses},
             {"ideal_cached", hits},
-            {"hit_rate", hits + misses ? double(hits) / double(hits + misses) : 0.0},
+            {"hit_rate", hits + misses > 0 ? hits / (hits + misses) : 0.0},
             {"catalog_models", models.size()},
             {"prune_requests_forwarded", prune_sent.size()},
             {"degraded", degraded}};
@@ -469,9 +447,8 @@ struct Edge::Impl {
       if (Sha256Hex(data) != sha) throw std::runtime_error("cloud sent corrupt base weights");
       WriteFileAtomic(path, data);
     }
-    infer::BatchOptions o = cfg.batching;
-    o.on_batch = [this](int64_t n) { metrics.Observe("infer_batch_images", double(n)); };
-    auto b = std::make_shared<infer::Batcher>(rec.at("spec"), path, o);
+    auto b = std::make_shared<infer::Batcher>(rec.at("spec"), path,
+                                              base_service.Observed(cfg.batching));
     std::lock_guard lock(mu);
     base = std::move(b);
     spdlog::info("edge: base model loaded");
@@ -518,19 +495,18 @@ struct Edge::Impl {
       const auto now = Clock::now();
       if (now >= next_catalog) {
         try {
-          LoadBase();  // from the state when the cloud is down
-        } catch (const std::exception& e) {
-          spdlog::warn("edge: base model: {}", e.what());
-        }
-        try {
           LoadCatalog();
-          LoadBase();
           backoff = 0.25;
           next_catalog = after(cfg.catalog_refresh_s);
         } catch (const std::exception& e) {
           spdlog::warn("edge: {}; retrying in {:.2f} s", e.what(), backoff);
           next_catalog = after(backoff);
           backoff = std::min(cfg.retry_max_s, backoff * 2);
+        }
+        try {
+          LoadBase();  // from the state too, when the cloud is down
+        } catch (const std::exception& e) {
+          spdlog::warn("edge: base model: {}", e.what());
         }
       }
       const bool recompute = now >= next_refresh;

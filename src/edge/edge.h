@@ -18,7 +18,7 @@
 #include <string>
 
 #include "common/http.h"
-#include "infer/batcher.h"
+#include "infer/service.h"
 
 namespace da::edge {
 

@@ -1,0 +1,50 @@
+#include "infer/service.h"
+
+#include <chrono>
+
+#include "common/error.h"
+
+namespace da::infer {
+
+BaseService::BaseService(Metrics& metrics, std::function<std::shared_ptr<Batcher>()> base,
+                         std::string missing)
+    : metrics_(metrics), base_(std::move(base)), missing_(std::move(missing)) {
+  metrics_.DeclareHistogram("infer_latency_seconds", "Base-model inference request latency",
+                            {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2});
+  metrics_.DeclareHistogram("infer_batch_images", "Images per base-model forward pass",
+                            {1, 2, 4, 8, 16, 32, 64, 128, 256});
+}
+
+BatchOptions BaseService::Observed(BatchOptions o) {
+  o.on_batch = [this](int64_t n) { metrics_.Observe("infer_batch_images", double(n)); };
+  return o;
+}
+
+std::shared_ptr<Batcher> BaseService::Require() {
+  auto b = base_();
+  if (!b) throw HttpError(503, missing_);
+  return b;
+}
+
+void BaseService::AddRoutes(httplib::Server& server) {
+  using httplib::Request;
+  using httplib::Response;
+  server.Get("/v2/health/ready", [this](const Request&, Response& res) {
+    const bool ready = base_() != nullptr;
+    http::Json(res, {{"ready", ready}}, ready ? 200 : 503);
+  });
+  server.Get("/v2/models/base", [this](const Request&, Response& res) {
+    http::Json(res, ModelMetadata("base", Require()->shape()));
+  });
+  server.Post("/v2/models/base/infer", [this](const Request& req, Response& res) {
+    const auto start = std::chrono::steady_clock::now();
+    auto b = Require();
+    InferRequest r = ParseInferRequest(req.body, b->shape(), 1024);
+    std::vector<float> probs = b->Submit(std::move(r.pixels), r.count).get();
+    http::Json(res, InferResponse("base", r, probs, b->shape().classes));
+    metrics_.Observe("infer_latency_seconds",
+                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  });
+}
+
+}  // namespace da::infer
