@@ -10,6 +10,7 @@
 #include "edge/cache.h"
 #include "edge/store.h"
 #include "infer/oip.h"
+#include "sim/cache_sim.h"
 
 namespace fs = std::filesystem;
 using namespace da::edge;
@@ -284,4 +285,68 @@ TEST(ContextParser, SurvivesMutatedBodies) {
   }
   EXPECT_GT(parsed, 0);
   EXPECT_GT(rejected, 0);
+}
+
+TEST(CacheSim, TracesAreSeededAndZipfPopular) {
+  da::sim::TraceOptions o;
+  o.contexts = 50, o.requests = 4000, o.drift_every = 1'000'000;
+  auto a = da::sim::ZipfTrace(o), b = da::sim::ZipfTrace(o);
+  ASSERT_EQ(a.size(), 4000u);
+  std::vector<int> count(50);
+  for (size_t i = 0; i < a.size(); ++i) {
+    ASSERT_EQ(a[i].context, b[i].context);
+    ++count[size_t(a[i].context)];
+  }
+  // Zipf s = 1 over 50 ranks: the top context draws 1/H(50) = 22% of requests.
+  EXPECT_NEAR(*std::max_element(count.begin(), count.end()) / 4000.0, 0.222, 0.03);
+  o.seed = 2;
+  auto c = da::sim::ZipfTrace(o);
+  size_t same = 0;
+  for (size_t i = 0; i < a.size(); ++i) same += a[i].context == c[i].context;
+  EXPECT_LT(same, a.size() / 2);
+  o.drift_fraction = 2;
+  EXPECT_THROW(da::sim::ZipfTrace(o), da::UserError);
+}
+
+TEST(CacheSim, VisitorsBudgetsRelativeToTheBaseAndNearTheFamily) {
+  da::sim::TraceOptions o;
+  o.contexts = 200;
+  const da::sim::BaseModel base{2.0, 1'000'000};
+  for (const Context& c : da::sim::RandomContexts(o, Profiles(), 0.1, 0.6, &base)) {
+    const double f = c.budget_ms / da::context::Predict(c, 2.0, 1'000'000).total_ms;
+    EXPECT_GE(f, 0.1 - 1e-9);
+    EXPECT_LE(f, 0.6 + 1e-9);
+  }
+  EXPECT_THROW(da::sim::RandomContexts(o, Profiles(), 5, 1), da::UserError);
+  const std::vector<Context> made_for = {Ctx("low", "3g", 50), Ctx("high", "wifi", 3)};
+  for (const Context& c : da::sim::ContextsNear(o, Profiles(), made_for, 1.25)) {
+    const Context& m = c.slowdown > 4 ? made_for[0] : made_for[1];
+    EXPECT_LE(std::abs(std::log(c.budget_ms / m.budget_ms)), std::log(1.25) + 1e-9);
+    EXPECT_LE(std::abs(std::log(c.downlink_kbps / m.downlink_kbps)), std::log(1.25) + 1e-9);
+  }
+  EXPECT_THROW(da::sim::ContextsNear(o, Profiles(), {}, 1.25), da::UserError);
+  EXPECT_THROW(da::sim::ContextsNear(o, Profiles(), made_for, 0.5), da::UserError);
+}
+
+TEST(CacheSim, UtilityBeatsLruWhenOneBigModelIsRarelyNeeded) {
+  // Most visitors fit "small"; a few need "big" (budget unbounded). A cache of
+  // 100 KB holds small but not big: LRU admits big on each of its requests and
+  // loses small; utility keeps small.
+  auto models = Family();
+  std::vector<Context> contexts = {Ctx("high", "wifi", 1e6)};
+  const double small_ms = da::context::Predict(Ctx("mid", "4g", 1), 0.2, 50'000).total_ms;
+  contexts.push_back(Ctx("mid", "4g", small_ms + 0.01));  // only small meets it
+  std::vector<da::sim::Request> trace;
+  for (int i = 0; i < 2000; ++i) trace.push_back({i % 10 == 0 ? 0 : 1, i * 0.1});
+  da::sim::CacheSimOptions so;
+  so.refresh_s = 1;
+  // 800 KB fits big alone, or small + mid.
+  auto lru = da::sim::SimulateCache(Policy::kLru, 800'000, models, contexts, trace, so);
+  auto util = da::sim::SimulateCache(Policy::kUtility, 800'000, models, contexts, trace, so);
+  EXPECT_GT(util.hit_rate, 0.88);  // small, for 90% of requests, from the first refresh on
+  EXPECT_LT(lru.hit_rate, 0.82);   // each big request misses, and so does the next small one
+  EXPECT_GT(lru.bytes_fetched, 10 * util.bytes_fetched);
+  // A cache that holds the family: every policy hits nearly always.
+  for (Policy p : {Policy::kUtility, Policy::kLru, Policy::kLfu})
+    EXPECT_GT(da::sim::SimulateCache(p, 2'000'000, models, contexts, trace, so).hit_rate, 0.98);
 }

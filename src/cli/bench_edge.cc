@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "cli/commands.h"
@@ -30,19 +31,24 @@ struct Flags {
   std::string family, out, profiles = SourcePath("profiles"),
                            table = SourcePath("profiles/latency.json");
   sim::TraceOptions trace;
-  double budget_lo = 3, budget_hi = 200;
+  std::vector<double> budgets_ms = {3, 200}, budgets_of_base = {0.1, 0.6};
   std::vector<double> capacities = {0.2, 0.3, 0.4, 0.5};
   int clients = 32;
   double seconds = 10;
+  double jitter = 1.25;
+  bool cache_only = false;
 };
 
 // The family's branches as the edge sees them (reference_ms from the table
-// when the family predates it).
-std::vector<edge::CatalogModel> Branches(const Flags& f, const context::LatencyTable& table) {
+// when the family predates it), and the contexts they were made for.
+std::vector<edge::CatalogModel> Branches(const Flags& f, const context::LatencyTable& table,
+                                         const context::Profiles& profiles,
+                                         std::vector<context::Context>* made_for) {
   nlohmann::json fam = prune::ReadFamily(f.family);
   std::vector<edge::CatalogModel> out;
   for (const auto& b : fam.at("branches")) {
     nlohmann::json m = nn::ReadMetrics((fs::path(f.family) / b.at("dir").get<std::string>()).string());
+    made_for->push_back(context::Context::FromJson(m.at("context"), profiles));
     const double ref = m.contains("reference_ms")
                            ? m["reference_ms"].get<double>()
                            : table.ModelMs(nn::ModelSpec::FromJson(m.at("spec")));
@@ -57,15 +63,39 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
+// The base model as a visitor generator needs it (reference ms, bytes).
+sim::BaseModel Base(const Flags& f, const context::LatencyTable& table) {
+  nlohmann::json fam = prune::ReadFamily(f.family);
+  nlohmann::json m =
+      nn::ReadMetrics((fs::path(f.family) / fam.at("base").at("dir").get<std::string>()).string());
+  const double ref = m.contains("reference_ms")
+                         ? m["reference_ms"].get<double>()
+                         : table.ModelMs(nn::ModelSpec::FromJson(m.at("spec")));
+  return {ref, m.at("bytes").get<int64_t>()};
+}
+
 void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
-                const std::vector<context::Context>& contexts) {
+                const std::vector<context::Context>& contexts, const std::string& visitors,
+                const std::string& plot_name) {
   int64_t total = 0;
   for (const auto& m : models) total += m.bytes;
   auto trace = sim::ZipfTrace(f.trace);
+  // How much of the family the trace ever needs: its ideal models' bytes.
+  std::map<std::string, int64_t> needed;
+  for (const auto& q : trace) {
+    const auto& m = models[size_t(
+        edge::MatchContext(contexts[size_t(q.context)], models, [](int) { return false; })
+            .ideal)];
+    needed[m.id] = m.bytes;
+  }
+  int64_t needed_bytes = 0;
+  for (const auto& [id, b] : needed) needed_bytes += b;
   std::printf(
-      "cache: %zu branch models (%.0f KB in all), %d contexts, %lld requests (Zipf s=%.2f, "
+      "\ncache, visitors with %s: %zu branch models (%.0f KB in all); the trace's ideal models: "
+      "%zu (%.0f%% of the bytes)\n%d contexts, %lld requests (Zipf s=%.2f, "
       "%.0f%% of ranks reshuffled every %lld requests, seed %llu)\n",
-      models.size(), double(total) / 1024, f.trace.contexts, (long long)f.trace.requests,
+      visitors.c_str(), models.size(), double(total) / 1024, needed.size(),
+      100.0 * double(needed_bytes) / double(total), f.trace.contexts, (long long)f.trace.requests,
       f.trace.zipf_s, 100 * f.trace.drift_fraction, (long long)f.trace.drift_every,
       (unsigned long long)f.trace.seed);
   std::printf("%-9s %-8s %8s %9s %7s %10s %10s %10s\n", "capacity", "policy", "hit %",
@@ -88,11 +118,13 @@ void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
       series[size_t(k)].x.push_back(100 * frac);
       series[size_t(k++)].y.push_back(100 * r.hit_rate);
     }
-    std::printf("%7.0f%%  utility - best of LRU/LFU: %+.2f points hit rate\n", 100 * frac,
-                100 * (ours - best_baseline));
+    std::printf(
+        "%7.0f%%  utility - best of LRU/LFU: %+.2f points hit rate (no policy could gain more "
+        "than %.2f)\n",
+        100 * frac, 100 * (ours - best_baseline), 100 * (1 - best_baseline));
   }
-  const std::string plot = (fs::path(f.out) / "cache-hit-rate.svg").string();
-  WriteFileAtomic(plot, SvgPlot("Edge model cache: hit rate on a drifting Zipf trace",
+  const std::string plot = (fs::path(f.out) / plot_name).string();
+  WriteFileAtomic(plot, SvgPlot("Edge model cache: hit rate, visitors with " + visitors,
                                 "capacity (% of the family's bytes)", "hit rate (%)", series));
   std::printf("plot: %s\n", plot.c_str());
 }
@@ -229,6 +261,17 @@ void AddEdgeBench(CLI::App& bench) {
       ->capture_default_str();
   cmd->add_option("--clients", f->clients, "Concurrent inference clients")->capture_default_str();
   cmd->add_option("--seconds", f->seconds, "Seconds per inference run")->capture_default_str();
+  cmd->add_option("--budgets-ms", f->budgets_ms, "Visitors' budgets, ms (low high)")
+      ->expected(2)
+      ->capture_default_str();
+  cmd->add_option("--budgets-of-base", f->budgets_of_base,
+                  "Second trace: budgets as fractions of the base's predicted latency (low high)")
+      ->expected(2)
+      ->capture_default_str();
+  cmd->add_option("--jitter", f->jitter,
+                  "Third trace: visitors' figures within this factor of the branches' contexts")
+      ->capture_default_str();
+  cmd->add_flag("--cache-only", f->cache_only, "Only the cache simulation and match computation");
   cmd->callback([f] {
     for (double c : f->capacities)
       if (!(c > 0 && c <= 1)) throw UserError("capacities must be fractions in (0, 1]");
@@ -236,13 +279,25 @@ void AddEdgeBench(CLI::App& bench) {
     if (!(f->seconds > 0 && f->seconds <= 3600)) throw UserError("seconds must be in (0, 3600]");
     const auto profiles = context::Profiles::Load(f->profiles);
     const auto table = context::LatencyTable::Load(f->table);
-    auto models = Branches(*f, table);
+    std::vector<context::Context> made_for;
+    auto models = Branches(*f, table, profiles, &made_for);
     if (models.empty()) throw UserError(f->family + ": no branch models");
     fs::create_directories(f->out);
-    const auto contexts = sim::RandomContexts(f->trace, profiles, f->budget_lo, f->budget_hi);
-    CacheBench(*f, models, contexts);
+    auto contexts = sim::RandomContexts(f->trace, profiles, f->budgets_ms[0], f->budgets_ms[1]);
+    char label[96];
+    std::snprintf(label, sizeof label, "budgets %g-%g ms", f->budgets_ms[0], f->budgets_ms[1]);
+    CacheBench(*f, models, contexts, label, "cache-hit-rate.svg");
     MatchCompute(models, contexts);
-    ServiceBench(*f);
+    const sim::BaseModel base = Base(*f, table);
+    auto relative = sim::RandomContexts(f->trace, profiles, f->budgets_of_base[0],
+                                        f->budgets_of_base[1], &base);
+    std::snprintf(label, sizeof label, "budgets %g-%g of the base model's latency",
+                  f->budgets_of_base[0], f->budgets_of_base[1]);
+    CacheBench(*f, models, relative, label, "cache-hit-rate-relative.svg");
+    std::snprintf(label, sizeof label, "contexts within x%g of the branches' own", f->jitter);
+    CacheBench(*f, models, sim::ContextsNear(f->trace, profiles, made_for, f->jitter), label,
+               "cache-hit-rate-near.svg");
+    if (!f->cache_only) ServiceBench(*f);
   });
 }
 

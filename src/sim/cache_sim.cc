@@ -6,6 +6,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "context/predictor.h"
 
 namespace da::sim {
 
@@ -19,8 +20,11 @@ void TraceOptions::Validate() const {
 }
 
 std::vector<context::Context> RandomContexts(const TraceOptions& o, const context::Profiles& p,
-                                             double budget_lo, double budget_hi) {
+                                             double budget_lo, double budget_hi,
+                                             const BaseModel* base) {
   o.Validate();
+  if (!(budget_lo > 0 && budget_lo <= budget_hi && std::isfinite(budget_hi)))
+    throw UserError("budget range must satisfy 0 < low <= high");
   std::mt19937_64 rng(o.seed);
   auto log_uniform = [&](double lo, double hi) {
     return std::exp(std::uniform_real_distribution<double>(std::log(lo), std::log(hi))(rng));
@@ -38,13 +42,42 @@ std::vector<context::Context> RandomContexts(const TraceOptions& o, const contex
     const double frac = std::log(kbps / d_lo) / std::log(d_hi / d_lo);
     const double rtt = std::exp(std::log(r_hi) - frac * (std::log(r_hi) - std::log(r_lo))) *
                        log_uniform(0.7, 1.4);
+    const double slowdown = log_uniform(s_lo, s_hi), budget = log_uniform(budget_lo, budget_hi),
+                 inferences = std::round(log_uniform(10, 200));
+    nlohmann::json j = {{"name", "v" + std::to_string(i)}, {"slowdown", slowdown},
+                        {"downlink_kbps", kbps},         {"rtt_ms", rtt},
+                        {"budget_ms", budget},           {"inferences", inferences}};
+    if (base) {
+      j["budget_ms"] = 1.0;  // placeholder: the context must parse to be predicted in
+      const auto c = context::Context::FromJson(j, p);
+      j["budget_ms"] = budget * context::Predict(c, base->reference_ms, base->bytes).total_ms;
+    }
+    out.push_back(context::Context::FromJson(j, p));
+  }
+  return out;
+}
+
+std::vector<context::Context> ContextsNear(const TraceOptions& o, const context::Profiles& p,
+                                           const std::vector<context::Context>& made_for,
+                                           double jitter) {
+  o.Validate();
+  if (made_for.empty()) throw UserError("no contexts to draw visitors near");
+  if (!(jitter >= 1) || !std::isfinite(jitter)) throw UserError("jitter must be >= 1");
+  std::mt19937_64 rng(o.seed);
+  auto factor = [&](double j) {
+    return std::exp(std::uniform_real_distribution<double>(-std::log(j), std::log(j))(rng));
+  };
+  std::uniform_int_distribution<size_t> pick(0, made_for.size() - 1);
+  std::vector<context::Context> out;
+  for (int i = 0; i < o.contexts; ++i) {
+    const context::Context& c = made_for[pick(rng)];
     out.push_back(context::Context::FromJson(
         {{"name", "v" + std::to_string(i)},
-         {"slowdown", log_uniform(s_lo, s_hi)},
-         {"downlink_kbps", kbps},
-         {"rtt_ms", rtt},
-         {"budget_ms", log_uniform(budget_lo, budget_hi)},
-         {"inferences", std::round(log_uniform(10, 200))}},
+         {"slowdown", c.slowdown * factor(jitter)},
+         {"downlink_kbps", c.downlink_kbps * factor(jitter)},
+         {"rtt_ms", c.rtt_ms * factor(jitter)},
+         {"budget_ms", c.budget_ms * factor(jitter)},
+         {"inferences", std::max(1.0, std::round(c.inferences * factor(2)))}},
         p));
   }
   return out;

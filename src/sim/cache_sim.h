@@ -23,10 +23,25 @@ struct TraceOptions {
 };
 
 // Visitors: device score log-uniform over the device classes' range, downlink
-// and RTT log-uniform between the slowest and fastest network presets, budgets
-// log-uniform in [budget_lo, budget_hi] ms, 10..200 inferences per download.
+// and RTT log-uniform between the slowest and fastest network presets, 10..200
+// inferences per download, and budgets log-uniform in [budget_lo, budget_hi]:
+// in ms, or, given `base` (the base model's reference ms and bytes), as
+// fractions of the base model's predicted latency in the visitor's context.
+struct BaseModel {
+  double reference_ms;
+  int64_t bytes;
+};
 std::vector<context::Context> RandomContexts(const TraceOptions& o, const context::Profiles& p,
-                                             double budget_lo, double budget_hi);
+                                             double budget_lo, double budget_hi,
+                                             const BaseModel* base = nullptr);
+
+// Visitors near the contexts a family was made for (as a family grown from its
+// visitors' prune requests would be): each is one of `made_for`, picked at
+// random, with its device score, downlink, RTT and budget each multiplied by a
+// factor log-uniform in [1/jitter, jitter] and its inferences in [1/2, 2].
+std::vector<context::Context> ContextsNear(const TraceOptions& o, const context::Profiles& p,
+                                           const std::vector<context::Context>& made_for,
+                                           double jitter);
 
 struct Request {
   int context;
