@@ -31,6 +31,7 @@ struct Flags {
   std::string family, out, profiles = SourcePath("profiles"),
                            table = SourcePath("profiles/latency.json");
   sim::TraceOptions trace;
+  sim::CacheSimOptions sim;
   std::vector<double> budgets_ms = {3, 200}, budgets_of_base = {0.1, 0.6};
   std::vector<double> capacities = {0.2, 0.3, 0.4, 0.5};
   int clients = 32;
@@ -103,7 +104,7 @@ void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
   std::vector<Series> series = {{"utility (ours)", "#d62728", {}, {}, true},
                                 {"LRU", "#1f77b4", {}, {}, true},
                                 {"LFU", "#2ca02c", {}, {}, true}};
-  sim::CacheSimOptions so;
+  const sim::CacheSimOptions& so = f.sim;
   for (double frac : f.capacities) {
     const int64_t cap = static_cast<int64_t>(frac * double(total));
     double best_baseline = 0, ours = 0;
@@ -257,6 +258,10 @@ void AddEdgeBench(CLI::App& bench) {
   cmd->add_option("--drift", f->trace.drift_fraction, "Share of ranks reshuffled per drift")
       ->capture_default_str();
   cmd->add_option("--seed", f->trace.seed, "Trace seed")->capture_default_str();
+  cmd->add_option("--half-life", f->sim.half_life_s, "Utility: demand half-life, s of trace time")
+      ->capture_default_str();
+  cmd->add_option("--refresh", f->sim.refresh_s, "Utility: refresh period, s of trace time")
+      ->capture_default_str();
   cmd->add_option("--capacities", f->capacities, "Cache capacities (fractions of the family)")
       ->capture_default_str();
   cmd->add_option("--clients", f->clients, "Concurrent inference clients")->capture_default_str();
@@ -275,6 +280,8 @@ void AddEdgeBench(CLI::App& bench) {
   cmd->callback([f] {
     for (double c : f->capacities)
       if (!(c > 0 && c <= 1)) throw UserError("capacities must be fractions in (0, 1]");
+    if (!(f->sim.half_life_s > 0) || !(f->sim.refresh_s > 0) || !std::isfinite(f->sim.refresh_s))
+      throw UserError("half-life and refresh period must be positive");
     if (f->clients < 1 || f->clients > 1024) throw UserError("clients must be in 1..1024");
     if (!(f->seconds > 0 && f->seconds <= 3600)) throw UserError("seconds must be in (0, 3600]");
     const auto profiles = context::Profiles::Load(f->profiles);
