@@ -84,6 +84,9 @@ expect_error "unknown cache policy" "policy" edge --cloud http://127.0.0.1:1 --s
 expect_error "port out of range" "port" cloud --repo "$tmp/cr" --port 70000
 expect_error "edge without a cloud" "cloud" edge --state "$tmp/es"
 expect_error "edge with a bad cloud URL" "http://" edge --cloud nowhere --state "$tmp/es"
+expect_error "bench edge: jitter below 1" "jitter" bench edge --family "$tmp/f" --out "$tmp/be" --jitter 0.5
+expect_error "bench edge: inverted budget range" "budget" bench edge --family "$tmp/f" --out "$tmp/be" --budgets-of-base 0.6 0.1
+expect_error "bench edge: missing family" "family" bench edge --family "$tmp/none" --out "$tmp/be"
 printf '{not a catalog' >"$tmp/badrepo.json"; mkdir -p "$tmp/badrepo"; cp "$tmp/badrepo.json" "$tmp/badrepo/catalog.json"
 expect_error "corrupt catalog" "catalog" cloud --repo "$tmp/badrepo" --port 0
 printf '{"contexts": [{"name": "t", "device": "tablet", "network": "3g", "budget_ms": 20, "inferences": 1}]}' >"$tmp/badctx.json"

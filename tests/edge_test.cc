@@ -329,9 +329,9 @@ TEST(CacheSim, VisitorsBudgetsRelativeToTheBaseAndNearTheFamily) {
 }
 
 TEST(CacheSim, UtilityBeatsLruWhenOneBigModelIsRarelyNeeded) {
-  // Most visitors fit "small"; a few need "big" (budget unbounded). A cache of
-  // 100 KB holds small but not big: LRU admits big on each of its requests and
-  // loses small; utility keeps small.
+  // Most visitors need "small"; every tenth wants "big" (budget unbounded).
+  // 800 KB holds big alone or small + mid: LRU admits big on each of its
+  // requests and evicts small; utility keeps small.
   auto models = Family();
   std::vector<Context> contexts = {Ctx("high", "wifi", 1e6)};
   const double small_ms = da::context::Predict(Ctx("mid", "4g", 1), 0.2, 50'000).total_ms;

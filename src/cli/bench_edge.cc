@@ -280,6 +280,10 @@ void AddEdgeBench(CLI::App& bench) {
   cmd->callback([f] {
     for (double c : f->capacities)
       if (!(c > 0 && c <= 1)) throw UserError("capacities must be fractions in (0, 1]");
+    for (const auto* b : {&f->budgets_ms, &f->budgets_of_base})
+      if (!((*b)[0] > 0 && (*b)[0] <= (*b)[1] && std::isfinite((*b)[1])))
+        throw UserError("budget ranges must satisfy 0 < low <= high");
+    if (!(f->jitter >= 1 && f->jitter <= 100)) throw UserError("jitter must be in [1, 100]");
     if (!(f->sim.half_life_s > 0) || !(f->sim.refresh_s > 0) || !std::isfinite(f->sim.refresh_s))
       throw UserError("half-life and refresh period must be positive");
     if (f->clients < 1 || f->clients > 1024) throw UserError("clients must be in 1..1024");
