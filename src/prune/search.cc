@@ -33,7 +33,6 @@ nlohmann::json SearchOptions::ToJson() const {
           {"step_of_current", step},
           {"short_steps", short_steps},
           {"val_images", val_images},
-          {"select", "val_loss"},
           {"long_epochs", long_epochs},
           {"short_lr", short_lr},
           {"long_lr", long_lr},
@@ -195,23 +194,20 @@ class Searcher {
         candidates = {*best};
       }
       auto importance = ChannelImportance(*cur, opts_.importance, in_.data);
-      // Candidates are scored by validation loss after the same short-term
-      // fine-tune batches (common random numbers): loss varies smoothly where
-      // accuracy on a subset moves in steps, and shared batches leave the
-      // architecture as the only difference between candidates.
       nn::Net best = nullptr;
-      double best_loss = INFINITY, best_acc = 0, best_j = 0;
+      double best_acc = -1, best_j = 0;
       std::string best_unit;
-      for (const Candidate& c : candidates) {
+      for (size_t k = 0; k < candidates.size(); ++k) {
+        const Candidate& c = candidates[k];
         nn::Net net = PruneTo(*cur, c.spec, importance);
         nn::TrainOptions t = opts_.train;
         t.lr = opts_.short_lr;
         t.quiet = true;
-        t.seed = opts_.train.seed + 1000 * iteration;
+        t.seed = opts_.train.seed + 1000 * iteration + k;
         nn::FineTune(net, train_, opts_.short_steps, t);
-        const nn::EvalResult e = nn::Evaluate(net, val_, in_.data->Classes());
-        if (!best || e.loss < best_loss || (e.loss == best_loss && c.j < best_j)) {
-          best = net, best_loss = e.loss, best_acc = e.accuracy, best_j = c.j, best_unit = c.unit;
+        double acc = nn::Evaluate(net, val_, in_.data->Classes()).accuracy;
+        if (acc > best_acc || (acc == best_acc && c.j < best_j)) {
+          best = net, best_acc = acc, best_j = c.j, best_unit = c.unit;
         }
       }
       cur = best;
