@@ -163,10 +163,8 @@ namespace {
 const da::infer::InputShape kShape{1, 28, 28, 10};
 
 std::string Request(const std::string& datatype, nlohmann::json shape, nlohmann::json data) {
-  return nlohmann::json{{"inputs", {{{"name", "input"},
-                                     {"shape", shape},
-                                     {"datatype", datatype},
-                                     {"data", data}}}}}
+  return nlohmann::json{
+      {"inputs", {{{"name", "input"}, {"shape", shape}, {"datatype", datatype}, {"data", data}}}}}
       .dump();
 }
 }  // namespace
@@ -204,12 +202,16 @@ TEST(OpenInferenceProtocol, RejectsBadRequestsWith400) {
   std::vector<float> nan_px = px;
   nan_px[3] = NAN;
   const std::vector<std::string> bad = {
-      "", "[]", "{", "{\"inputs\": 3}", "{\"inputs\": []}",
-      Request("FP16", {1, 784}, px),                     // datatype
-      Request("FP32", {1, 1, 28, 27}, px),                // shape
-      Request("FP32", {1, 784}, std::vector<float>(783)),  // too little data
-      Request("FP32", {1, 784}, std::vector<float>(785)),  // too much
-      Request("FP32", {0, 784}, px),                      // no images
+      "",
+      "[]",
+      "{",
+      "{\"inputs\": 3}",
+      "{\"inputs\": []}",
+      Request("FP16", {1, 784}, px),                           // datatype
+      Request("FP32", {1, 1, 28, 27}, px),                     // shape
+      Request("FP32", {1, 784}, std::vector<float>(783)),      // too little data
+      Request("FP32", {1, 784}, std::vector<float>(785)),      // too much
+      Request("FP32", {0, 784}, px),                           // no images
       Request("FP32", {9, 784}, std::vector<float>(9 * 784)),  // over the limit
       Request("FP32", {-1, 784}, px),
       Request("FP32", {1, 784}, nan_px),  // NaN: JSON null
@@ -234,14 +236,22 @@ namespace {
 std::string Mutate(std::string body, std::mt19937& rng) {
   const std::string alphabet = "{}[]\",:0123456789.-eE tfnulaINFinputsdatashape\\";
   const int edits = 1 + static_cast<int>(rng() % 8);
-    for (int e = 0; e < edits && !body.empty(); ++e) {
-      size_t at = rng() % body.size();
-      switch (rng() % 4) {
-        case 0: body[at] = alphabet[rng() % alphabet.size()]; break;
-        case 1: body.erase(at, 1 + rng() % 16); break;
-        case 2: body.insert(at, 1, alphabet[rng() % alphabet.size()]); break;
-        case 3: body.insert(at, body.substr(rng() % body.size(), rng() % 32)); break;
-      }
+  for (int e = 0; e < edits && !body.empty(); ++e) {
+    size_t at = rng() % body.size();
+    switch (rng() % 4) {
+      case 0:
+        body[at] = alphabet[rng() % alphabet.size()];
+        break;
+      case 1:
+        body.erase(at, 1 + rng() % 16);
+        break;
+      case 2:
+        body.insert(at, 1, alphabet[rng() % alphabet.size()]);
+        break;
+      case 3:
+        body.insert(at, body.substr(rng() % body.size(), rng() % 32));
+        break;
+    }
   }
   return body;
 }

@@ -40,20 +40,24 @@ struct Flags {
   bool cache_only = false;
 };
 
-// The family's branches as the edge sees them (reference_ms from the table
-// when the family predates it), and the contexts they were made for.
+// A model's time on the reference runtime (from the table when its metrics
+// predate reference_ms).
+double ReferenceMs(const nlohmann::json& m, const context::LatencyTable& table) {
+  return m.contains("reference_ms") ? m["reference_ms"].get<double>()
+                                    : table.ModelMs(nn::ModelSpec::FromJson(m.at("spec")));
+}
+
+// The family's branches as the edge sees them, and the contexts they were made for.
 std::vector<edge::CatalogModel> Branches(const Flags& f, const context::LatencyTable& table,
                                          const context::Profiles& profiles,
                                          std::vector<context::Context>* made_for) {
   nlohmann::json fam = prune::ReadFamily(f.family);
   std::vector<edge::CatalogModel> out;
   for (const auto& b : fam.at("branches")) {
-    nlohmann::json m = nn::ReadMetrics((fs::path(f.family) / b.at("dir").get<std::string>()).string());
+    nlohmann::json m =
+        nn::ReadMetrics((fs::path(f.family) / b.at("dir").get<std::string>()).string());
     made_for->push_back(context::Context::FromJson(m.at("context"), profiles));
-    const double ref = m.contains("reference_ms")
-                           ? m["reference_ms"].get<double>()
-                           : table.ModelMs(nn::ModelSpec::FromJson(m.at("spec")));
-    out.push_back({b.at("context"), m.at("bytes"), m.at("val_accuracy"), ref});
+    out.push_back({b.at("context"), m.at("bytes"), m.at("val_accuracy"), ReferenceMs(m, table)});
   }
   return out;
 }
@@ -69,10 +73,7 @@ sim::BaseModel Base(const Flags& f, const context::LatencyTable& table) {
   nlohmann::json fam = prune::ReadFamily(f.family);
   nlohmann::json m =
       nn::ReadMetrics((fs::path(f.family) / fam.at("base").at("dir").get<std::string>()).string());
-  const double ref = m.contains("reference_ms")
-                         ? m["reference_ms"].get<double>()
-                         : table.ModelMs(nn::ModelSpec::FromJson(m.at("spec")));
-  return {ref, m.at("bytes").get<int64_t>()};
+  return {ReferenceMs(m, table), m.at("bytes").get<int64_t>()};
 }
 
 void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
@@ -85,8 +86,7 @@ void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
   std::map<std::string, int64_t> needed;
   for (const auto& q : trace) {
     const auto& m = models[size_t(
-        edge::MatchContext(contexts[size_t(q.context)], models, [](int) { return false; })
-            .ideal)];
+        edge::MatchContext(contexts[size_t(q.context)], models, [](int) { return false; }).ideal)];
     needed[m.id] = m.bytes;
   }
   int64_t needed_bytes = 0;
@@ -99,8 +99,8 @@ void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
       100.0 * double(needed_bytes) / double(total), f.trace.contexts, (long long)f.trace.requests,
       f.trace.zipf_s, 100 * f.trace.drift_fraction, (long long)f.trace.drift_every,
       (unsigned long long)f.trace.seed);
-  std::printf("%-9s %-8s %8s %9s %7s %10s %10s %10s\n", "capacity", "policy", "hit %",
-              "fallback%", "cloud%", "served acc", "ideal acc", "fetched MB");
+  std::printf("%-9s %-8s %8s %9s %7s %10s %10s %10s\n", "capacity", "policy", "hit %", "fallback%",
+              "cloud%", "served acc", "ideal acc", "fetched MB");
   std::vector<Series> series = {{"utility (ours)", "#d62728", {}, {}, true},
                                 {"LRU", "#1f77b4", {}, {}, true},
                                 {"LFU", "#2ca02c", {}, {}, true}};
@@ -132,10 +132,11 @@ void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
 
 // 32 clients sending one-image requests for `seconds`; returns requests/s and latencies.
 std::pair<double, std::vector<double>> Load(int port, int clients, double seconds) {
-  nlohmann::json body = {{"inputs", {{{"name", "input"},
-                                      {"shape", {1, 1, 28, 28}},
-                                      {"datatype", "UINT8"},
-                                      {"data", std::vector<int>(784, 100)}}}}};
+  nlohmann::json body = {{"inputs",
+                          {{{"name", "input"},
+                            {"shape", {1, 1, 28, 28}},
+                            {"datatype", "UINT8"},
+                            {"data", std::vector<int>(784, 100)}}}}};
   const std::string text = body.dump();
   std::atomic<int64_t> done{0}, failed{0};
   std::mutex mu;
@@ -162,7 +163,8 @@ std::pair<double, std::vector<double>> Load(int port, int clients, double second
       lat.insert(lat.end(), mine.begin(), mine.end());
     });
   for (auto& t : threads) t.join();
-  if (failed) throw std::runtime_error(std::to_string(failed.load()) + " inference requests failed");
+  if (failed)
+    throw std::runtime_error(std::to_string(failed.load()) + " inference requests failed");
   return {double(done) / seconds, lat};
 }
 
@@ -202,7 +204,8 @@ void ServiceBench(const Flags& f) {
     auto [rps, lat] = Load(e.port(), f.clients, f.seconds);
     run.rps = rps, run.p50 = Percentile(lat, 0.5), run.p99 = Percentile(lat, 0.99);
     if (run.batching) {
-      const std::string ctx = R"({"device": "mid", "network": "4g", "budget_ms": 12, "inferences": 100})";
+      const std::string ctx =
+          R"({"device": "mid", "network": "4g", "budget_ms": 12, "inferences": 100})";
       for (int i = 0; i < 2000; ++i) {
         const auto s = Clock::now();
         auto res = c.Post("/v1/match", ctx, "application/json");
@@ -215,8 +218,8 @@ void ServiceBench(const Flags& f) {
   }
   cloud.Stop();
   cloud_thread.join();
-  std::printf("\ninference: %d concurrent clients, one image per request, %.0f s each\n",
-              f.clients, f.seconds);
+  std::printf("\ninference: %d concurrent clients, one image per request, %.0f s each\n", f.clients,
+              f.seconds);
   for (const Run& r : runs)
     std::printf("  %-22s %8.1f requests/s   latency p50 %.2f ms, p99 %.2f ms\n", r.name, r.rps,
                 r.p50, r.p99);
@@ -249,7 +252,8 @@ void AddEdgeBench(CLI::App& bench) {
   cmd->add_option("--out", f->out, "Output directory (plot)")->required();
   cmd->add_option("--profiles", f->profiles, "Device and network profiles")->capture_default_str();
   cmd->add_option("--table", f->table, "Latency table")->capture_default_str();
-  cmd->add_option("--contexts", f->trace.contexts, "Distinct visitor contexts")->capture_default_str();
+  cmd->add_option("--contexts", f->trace.contexts, "Distinct visitor contexts")
+      ->capture_default_str();
   cmd->add_option("--requests", f->trace.requests, "Requests in the trace")->capture_default_str();
   cmd->add_option("--zipf", f->trace.zipf_s, "Zipf exponent of context popularity")
       ->capture_default_str();

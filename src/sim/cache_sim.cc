@@ -30,7 +30,8 @@ std::vector<context::Context> RandomContexts(const TraceOptions& o, const contex
     return std::exp(std::uniform_real_distribution<double>(std::log(lo), std::log(hi))(rng));
   };
   double s_lo = 1e9, s_hi = 0, d_lo = 1e9, d_hi = 0, r_lo = 1e9, r_hi = 0;
-  for (const auto& d : p.devices) s_lo = std::min(s_lo, d.slowdown), s_hi = std::max(s_hi, d.slowdown);
+  for (const auto& d : p.devices)
+    s_lo = std::min(s_lo, d.slowdown), s_hi = std::max(s_hi, d.slowdown);
   for (const auto& n : p.networks) {
     d_lo = std::min(d_lo, n.downlink_kbps), d_hi = std::max(d_hi, n.downlink_kbps);
     r_lo = std::min(r_lo, std::max(1.0, n.rtt_ms)), r_hi = std::max(r_hi, n.rtt_ms);
@@ -40,13 +41,16 @@ std::vector<context::Context> RandomContexts(const TraceOptions& o, const contex
     const double kbps = log_uniform(d_lo, d_hi);
     // Slower links come with longer round trips (rank-matched on the log scale).
     const double frac = std::log(kbps / d_lo) / std::log(d_hi / d_lo);
-    const double rtt = std::exp(std::log(r_hi) - frac * (std::log(r_hi) - std::log(r_lo))) *
-                       log_uniform(0.7, 1.4);
+    const double rtt =
+        std::exp(std::log(r_hi) - frac * (std::log(r_hi) - std::log(r_lo))) * log_uniform(0.7, 1.4);
     const double slowdown = log_uniform(s_lo, s_hi), budget = log_uniform(budget_lo, budget_hi),
                  inferences = std::round(log_uniform(10, 200));
-    nlohmann::json j = {{"name", "v" + std::to_string(i)}, {"slowdown", slowdown},
-                        {"downlink_kbps", kbps},         {"rtt_ms", rtt},
-                        {"budget_ms", budget},           {"inferences", inferences}};
+    nlohmann::json j = {{"name", "v" + std::to_string(i)},
+                        {"slowdown", slowdown},
+                        {"downlink_kbps", kbps},
+                        {"rtt_ms", rtt},
+                        {"budget_ms", budget},
+                        {"inferences", inferences}};
     if (base) {
       j["budget_ms"] = 1.0;  // placeholder: the context must parse to be predicted in
       const auto c = context::Context::FromJson(j, p);
@@ -99,7 +103,8 @@ std::vector<Request> ZipfTrace(const TraceOptions& o) {
       // Drift: a share of the ranks trade places at random.
       std::vector<size_t> picked;
       for (size_t r = 0; r < ctx_at_rank.size(); ++r)
-        if (std::uniform_real_distribution<double>(0, 1)(rng) < o.drift_fraction) picked.push_back(r);
+        if (std::uniform_real_distribution<double>(0, 1)(rng) < o.drift_fraction)
+          picked.push_back(r);
       std::vector<int> moved;
       for (size_t r : picked) moved.push_back(ctx_at_rank[r]);
       std::shuffle(moved.begin(), moved.end(), rng);
@@ -130,8 +135,8 @@ CacheResult SimulateCache(edge::Policy policy, int64_t capacity,
       next_refresh = q.t + o.refresh_s;
     }
     const context::Context& c = contexts[static_cast<size_t>(q.context)];
-    edge::Match m = edge::MatchContext(
-        c, models, [&](int i) { return cache.Contains(models[size_t(i)].id); });
+    edge::Match m =
+        edge::MatchContext(c, models, [&](int i) { return cache.Contains(models[size_t(i)].id); });
     const edge::CatalogModel& want = models[size_t(m.ideal)];
     const edge::CatalogModel& served = models[size_t(m.served)];
     ideal_acc += want.accuracy;

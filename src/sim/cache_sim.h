@@ -12,14 +12,14 @@
 namespace da::sim {
 
 struct TraceOptions {
-  int contexts = 300;           // distinct visitor contexts
+  int contexts = 300;  // distinct visitor contexts
   int64_t requests = 60000;
   double zipf_s = 1.0;          // popularity of rank r ~ 1 / r^s
   int64_t drift_every = 5000;   // requests between popularity drifts
   double drift_fraction = 0.3;  // share of the ranks reshuffled at each drift
   double rate_per_s = 10;       // requests per second (trace time)
   uint64_t seed = 1;
-  void Validate() const;        // UserError when out of range
+  void Validate() const;  // UserError when out of range
 };
 
 // Visitors: device score log-uniform over the device classes' range, downlink
@@ -52,12 +52,12 @@ std::vector<Request> ZipfTrace(const TraceOptions& o);
 struct CacheResult {
   std::string policy;
   int64_t capacity = 0;
-  double hit_rate = 0;           // the ideal model was cached
-  double fallback_rate = 0;      // a cached model within budget answered instead
-  double cloud_rate = 0;         // nothing suitable cached: fetched from the cloud
-  double served_accuracy = 0;    // mean validation accuracy of what was served
-  double ideal_accuracy = 0;     // ... had every ideal model been cached
-  int64_t bytes_fetched = 0;     // from the cloud (misses + cache fills)
+  double hit_rate = 0;         // the ideal model was cached
+  double fallback_rate = 0;    // a cached model within budget answered instead
+  double cloud_rate = 0;       // nothing suitable cached: fetched from the cloud
+  double served_accuracy = 0;  // mean validation accuracy of what was served
+  double ideal_accuracy = 0;   // ... had every ideal model been cached
+  int64_t bytes_fetched = 0;   // from the cloud (misses + cache fills)
 };
 
 struct CacheSimOptions {
