@@ -64,6 +64,15 @@ TEST(Match, PicksTheMostAccurateModelWithinBudgetElseTheFastest) {
   EXPECT_EQ(models[size_t(m.ideal)].id, "big");
   EXPECT_EQ(models[size_t(m.served)].id, "small");
   EXPECT_FALSE(m.ideal_cached);
+  // Nothing cached within budget: the ideal, unless only cached models can be
+  // served (the cloud is down): then the fastest cached one.
+  auto mid_big = [](int i) { return i > 0; };
+  m = MatchContext(Ctx("low", "3g", 0.01), models, mid_big);
+  EXPECT_EQ(models[size_t(m.served)].id, "small");
+  m = MatchContext(Ctx("low", "3g", 0.01), models, mid_big, true);
+  EXPECT_EQ(models[size_t(m.served)].id, "mid");
+  m = MatchContext(Ctx("low", "3g", 0.01), models, none, true);
+  EXPECT_EQ(models[size_t(m.served)].id, "small");  // nothing cached at all
 }
 
 TEST(ModelCache, UtilityKeepsTheMostUsefulBytes) {
@@ -350,7 +359,6 @@ TEST(CacheSim, UtilityBeatsLruWhenOneBigModelIsRarelyNeeded) {
   for (int i = 0; i < 2000; ++i) trace.push_back({i % 10 == 0 ? 0 : 1, i * 0.1});
   da::sim::CacheSimOptions so;
   so.refresh_s = 1;
-  // 800 KB fits big alone, or small + mid.
   auto lru = da::sim::SimulateCache(Policy::kLru, 800'000, models, contexts, trace, so);
   auto util = da::sim::SimulateCache(Policy::kUtility, 800'000, models, contexts, trace, so);
   EXPECT_GT(util.hit_rate, 0.88);  // small, for 90% of requests, from the first refresh on

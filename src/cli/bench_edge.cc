@@ -47,18 +47,30 @@ double ReferenceMs(const nlohmann::json& m, const context::LatencyTable& table) 
                                     : table.ModelMs(nn::ModelSpec::FromJson(m.at("spec")));
 }
 
-// The family's branches as the edge sees them, and the contexts they were made for.
-std::vector<edge::CatalogModel> Branches(const Flags& f, const context::LatencyTable& table,
-                                         const context::Profiles& profiles,
-                                         std::vector<context::Context>* made_for) {
-  nlohmann::json fam = prune::ReadFamily(f.family);
-  std::vector<edge::CatalogModel> out;
+// What the cache benchmark needs of a family: its branches as the edge sees
+// them, the contexts they were made for, and the base model.
+struct Family {
+  std::vector<edge::CatalogModel> models;
+  std::vector<context::Context> made_for;
+  sim::BaseModel base;
+};
+
+Family LoadFamily(const std::string& dir, const context::LatencyTable& table,
+                  const context::Profiles& profiles) {
+  nlohmann::json fam = prune::ReadFamily(dir);
+  auto metrics = [&](const nlohmann::json& entry) {
+    return nn::ReadMetrics((fs::path(dir) / entry.at("dir").get<std::string>()).string());
+  };
+  Family out;
   for (const auto& b : fam.at("branches")) {
-    nlohmann::json m =
-        nn::ReadMetrics((fs::path(f.family) / b.at("dir").get<std::string>()).string());
-    made_for->push_back(context::Context::FromJson(m.at("context"), profiles));
-    out.push_back({b.at("context"), m.at("bytes"), m.at("val_accuracy"), ReferenceMs(m, table)});
+    nlohmann::json m = metrics(b);
+    out.made_for.push_back(context::Context::FromJson(m.at("context"), profiles));
+    out.models.push_back(
+        {b.at("context"), m.at("bytes"), m.at("val_accuracy"), ReferenceMs(m, table)});
   }
+  if (out.models.empty()) throw UserError(dir + ": no branch models");
+  nlohmann::json m = metrics(fam.at("base"));
+  out.base = {ReferenceMs(m, table), m.at("bytes").get<int64_t>()};
   return out;
 }
 
@@ -68,20 +80,12 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
-// The base model as a visitor generator needs it (reference ms, bytes).
-sim::BaseModel Base(const Flags& f, const context::LatencyTable& table) {
-  nlohmann::json fam = prune::ReadFamily(f.family);
-  nlohmann::json m =
-      nn::ReadMetrics((fs::path(f.family) / fam.at("base").at("dir").get<std::string>()).string());
-  return {ReferenceMs(m, table), m.at("bytes").get<int64_t>()};
-}
-
 void CacheBench(const Flags& f, const std::vector<edge::CatalogModel>& models,
-                const std::vector<context::Context>& contexts, const std::string& visitors,
+                const std::vector<context::Context>& contexts,
+                const std::vector<sim::Request>& trace, const std::string& visitors,
                 const std::string& plot_name) {
   int64_t total = 0;
   for (const auto& m : models) total += m.bytes;
-  auto trace = sim::ZipfTrace(f.trace);
   // How much of the family the trace ever needs: its ideal models' bytes.
   std::map<std::string, int64_t> needed;
   for (const auto& q : trace) {
@@ -294,24 +298,22 @@ void AddEdgeBench(CLI::App& bench) {
     if (!(f->seconds > 0 && f->seconds <= 3600)) throw UserError("seconds must be in (0, 3600]");
     const auto profiles = context::Profiles::Load(f->profiles);
     const auto table = context::LatencyTable::Load(f->table);
-    std::vector<context::Context> made_for;
-    auto models = Branches(*f, table, profiles, &made_for);
-    if (models.empty()) throw UserError(f->family + ": no branch models");
+    const Family fam = LoadFamily(f->family, table, profiles);
     fs::create_directories(f->out);
+    const auto trace = sim::ZipfTrace(f->trace);
     auto contexts = sim::RandomContexts(f->trace, profiles, f->budgets_ms[0], f->budgets_ms[1]);
     char label[96];
     std::snprintf(label, sizeof label, "budgets %g-%g ms", f->budgets_ms[0], f->budgets_ms[1]);
-    CacheBench(*f, models, contexts, label, "cache-hit-rate.svg");
-    MatchCompute(models, contexts);
-    const sim::BaseModel base = Base(*f, table);
-    auto relative = sim::RandomContexts(f->trace, profiles, f->budgets_of_base[0],
-                                        f->budgets_of_base[1], &base);
+    CacheBench(*f, fam.models, contexts, trace, label, "cache-hit-rate.svg");
+    MatchCompute(fam.models, contexts);
+    contexts = sim::RandomContexts(f->trace, profiles, f->budgets_of_base[0], f->budgets_of_base[1],
+                                   &fam.base);
     std::snprintf(label, sizeof label, "budgets %g-%g of the base model's latency",
                   f->budgets_of_base[0], f->budgets_of_base[1]);
-    CacheBench(*f, models, relative, label, "cache-hit-rate-relative.svg");
+    CacheBench(*f, fam.models, contexts, trace, label, "cache-hit-rate-relative.svg");
+    contexts = sim::ContextsNear(f->trace, profiles, fam.made_for, f->jitter);
     std::snprintf(label, sizeof label, "contexts within x%g of the branches' own", f->jitter);
-    CacheBench(*f, models, sim::ContextsNear(f->trace, profiles, made_for, f->jitter), label,
-               "cache-hit-rate-near.svg");
+    CacheBench(*f, fam.models, contexts, trace, label, "cache-hit-rate-near.svg");
     if (!f->cache_only) ServiceBench(*f);
   });
 }

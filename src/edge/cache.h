@@ -42,9 +42,12 @@ struct Match {
 };
 
 // `cached(i)`: whether model i is in the cache. Models must not be empty.
+// `only_cached` (the cloud is unreachable): when neither the ideal nor any
+// cached model within budget is there, serve the fastest cached model rather
+// than the ideal, if anything is cached.
 template <class Cached>
 Match MatchContext(const context::Context& c, const std::vector<CatalogModel>& models,
-                   Cached cached);
+                   Cached cached, bool only_cached = false);
 
 enum class Policy { kUtility, kLru, kLfu };
 Policy ParsePolicy(const std::string& name);  // UserError for unknown names
@@ -68,8 +71,8 @@ class ModelCache {
 
   // utility: recomputes the content from the decayed demand; appends what it
   // adds and drops. lru/lfu: nothing changes.
-  void Refresh(const std::vector<CatalogModel>& models, double now,
-               std::vector<std::string>* added, std::vector<std::string>* dropped);
+  void Refresh(const std::vector<CatalogModel>& models, double now, std::vector<std::string>* added,
+               std::vector<std::string>* dropped);
 
   // Puts `id` in the cache without a request (restoring persisted content);
   // false when it does not fit.
@@ -102,24 +105,26 @@ class ModelCache {
 // Template definition.
 template <class Cached>
 Match MatchContext(const context::Context& c, const std::vector<CatalogModel>& models,
-                   Cached cached) {
+                   Cached cached, bool only_cached) {
   Match m;
-  int fastest = -1;
-  double fastest_ms = 0;
+  int fastest = -1, fastest_cached = -1;
+  double fastest_ms = 0, fastest_cached_ms = 0;
   for (int i = 0; i < static_cast<int>(models.size()); ++i) {
     const CatalogModel& x = models[static_cast<size_t>(i)];
     const double ms = context::Predict(c, x.reference_ms, x.bytes).total_ms;
     if (fastest < 0 || ms < fastest_ms) fastest = i, fastest_ms = ms;
+    if (only_cached && cached(i) && (fastest_cached < 0 || ms < fastest_cached_ms))
+      fastest_cached = i, fastest_cached_ms = ms;
     if (ms > c.budget_ms) continue;
     if (m.ideal < 0 || x.accuracy > models[static_cast<size_t>(m.ideal)].accuracy) m.ideal = i;
-    if (cached(i) &&
-        (m.served < 0 || x.accuracy > models[static_cast<size_t>(m.served)].accuracy))
+    if (cached(i) && (m.served < 0 || x.accuracy > models[static_cast<size_t>(m.served)].accuracy))
       m.served = i;
   }
   m.meets_budget = m.ideal >= 0;
   if (!m.meets_budget) m.ideal = fastest;
   m.ideal_cached = cached(m.ideal);
   if (m.ideal_cached || m.served < 0) m.served = m.ideal;
+  if (!m.ideal_cached && m.served == m.ideal && fastest_cached >= 0) m.served = fastest_cached;
   return m;
 }
 

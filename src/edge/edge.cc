@@ -296,18 +296,10 @@ struct Edge::Impl {
     const context::Context c = context::Context::FromJson(body, profiles);
     std::unique_lock lock(mu);
     if (models.empty()) throw HttpError(503, "no catalog yet: the cloud has not been reached");
-    Match m = MatchContext(c, models, [&](int i) { return on_disk.count(models[size_t(i)].id) > 0; });
+    // While the cloud is down only cached models can be downloaded.
+    Match m = MatchContext(
+        c, models, [&](int i) { return on_disk.count(models[size_t(i)].id) > 0; }, degraded);
     const CatalogModel& ideal = models[static_cast<size_t>(m.ideal)];
-    if (degraded && !on_disk.count(models[size_t(m.served)].id)) {
-      // The cloud is down, so only cached models can be downloaded: the best
-      // of them (within budget if any, else the fastest).
-      std::vector<CatalogModel> cached;
-      std::vector<int> index;
-      for (int i = 0; i < static_cast<int>(models.size()); ++i)
-        if (on_disk.count(models[size_t(i)].id)) cached.push_back(models[size_t(i)]), index.push_back(i);
-      if (!cached.empty())
-        m.served = index[size_t(MatchContext(c, cached, [](int) { return true; }).served)];
-    }
     const CatalogModel& served = models[static_cast<size_t>(m.served)];
     cache.Request(ideal, WallSeconds(), nullptr, nullptr);  // lru/lfu: the worker fetches it
     if (!m.meets_budget) {

@@ -45,18 +45,16 @@ std::vector<context::Context> RandomContexts(const TraceOptions& o, const contex
         std::exp(std::log(r_hi) - frac * (std::log(r_hi) - std::log(r_lo))) * log_uniform(0.7, 1.4);
     const double slowdown = log_uniform(s_lo, s_hi), budget = log_uniform(budget_lo, budget_hi),
                  inferences = std::round(log_uniform(10, 200));
-    nlohmann::json j = {{"name", "v" + std::to_string(i)},
-                        {"slowdown", slowdown},
-                        {"downlink_kbps", kbps},
-                        {"rtt_ms", rtt},
-                        {"budget_ms", budget},
-                        {"inferences", inferences}};
-    if (base) {
-      j["budget_ms"] = 1.0;  // placeholder: the context must parse to be predicted in
-      const auto c = context::Context::FromJson(j, p);
-      j["budget_ms"] = budget * context::Predict(c, base->reference_ms, base->bytes).total_ms;
-    }
-    out.push_back(context::Context::FromJson(j, p));
+    context::Context c = context::Context::FromJson({{"name", "v" + std::to_string(i)},
+                                                     {"slowdown", slowdown},
+                                                     {"downlink_kbps", kbps},
+                                                     {"rtt_ms", rtt},
+                                                     {"budget_ms", budget},
+                                                     {"inferences", inferences}},
+                                                    p);
+    // A fraction of the base's latency, which does not depend on the budget.
+    if (base) c.budget_ms *= context::Predict(c, base->reference_ms, base->bytes).total_ms;
+    out.push_back(std::move(c));
   }
   return out;
 }
