@@ -168,6 +168,45 @@ TEST(Store, KeepsFilesAndDemandAcrossReopenAndDropsBrokenFiles) {
   fs::remove_all(dir);
 }
 
+// A cached file that cannot be read (here: a directory in its place) is a
+// problem reported and dropped, not a failure to open the state.
+TEST(Store, AnUnreadableCachedFileIsDroppedNotFatal) {
+  const fs::path dir = FreshDir("da-edge-store-unreadable");
+  const std::string a(1000, 'a'), b(500, 'b');
+  {
+    Store s(dir.string());
+    s.Put("a", da::Sha256Hex(a), a);
+    s.Put("b", da::Sha256Hex(b), b);
+  }
+  const fs::path blob = dir / "blobs" / (da::Sha256Hex(a) + ".onnx");
+  fs::remove(blob);
+  fs::create_directories(blob / "x");
+  std::unique_ptr<Store> s;
+  ASSERT_NO_THROW(s = std::make_unique<Store>(dir.string()));
+  ASSERT_EQ(s->Files().size(), 1u);
+  EXPECT_EQ(s->Files()[0].id, "b");
+  ASSERT_EQ(s->problems().size(), 1u);
+  EXPECT_NE(s->problems()[0].find("dropped"), std::string::npos);
+  EXPECT_FALSE(fs::exists(blob));
+  s.reset();
+  fs::remove_all(dir);
+}
+
+// During an outage lru/lfu count a miss but must not admit it (what they
+// would evict could not be replaced).
+TEST(ModelCache, RequestWithoutAdmissionOnlyCounts) {
+  for (Policy p : {Policy::kLru, Policy::kLfu}) {
+    ModelCache c(p, 100, 60);
+    c.Request({"a", 80, 0.9, 1}, 0, nullptr, nullptr);
+    std::vector<std::string> added, dropped;
+    EXPECT_FALSE(c.Request({"b", 80, 0.9, 1}, 1, &added, &dropped, /*admit=*/false));
+    EXPECT_TRUE(c.Contains("a"));
+    EXPECT_FALSE(c.Contains("b"));
+    EXPECT_TRUE(added.empty() && dropped.empty());
+    EXPECT_EQ(c.demand().at("b").total, 1);
+  }
+}
+
 namespace {
 const da::infer::InputShape kShape{1, 28, 28, 10};
 

@@ -2,14 +2,17 @@
 // loopback ports, spoken to over HTTP.
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <mutex>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <thread>
@@ -21,6 +24,10 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
+
+// A server may close a connection whose body it refused while the client still
+// writes: the test client must see an error, not die of SIGPIPE.
+const bool kIgnoreSigpipe = [] { return ::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
 
 const fs::path& Tmp() {
   static const fs::path d = [] {
@@ -84,7 +91,11 @@ class Server {
     }
     EXPECT_GT(port_, 0) << name << " did not start; see " << log_;
   }
-  ~Server() { Kill(SIGTERM); }
+  ~Server() {
+    if (pid_ > 0) ::kill(pid_, SIGCONT);
+    Kill(SIGTERM);
+  }
+  void Signal(int sig) { ::kill(pid_, sig); }
   void Kill(int sig) {
     if (pid_ <= 0) return;
     ::kill(pid_, sig);
@@ -119,9 +130,12 @@ std::unique_ptr<Server> StartCloud(const std::string& repo) {
 
 std::unique_ptr<Server> StartEdge(const std::string& cloud_url, const std::string& state,
                                   std::vector<std::string> extra = {}) {
-  std::vector<std::string> args = {"edge", "--cloud", cloud_url, "--state", state, "--port", "0",
-                                   "--catalog-refresh", "0.5", "--refresh", "0.3",
-                                   "--prune-interval", "0.2"};
+  std::vector<std::string> args = {"edge", "--cloud", cloud_url, "--state", state, "--port", "0"};
+  std::vector<std::pair<std::string, std::string>> defaults = {
+      {"--catalog-refresh", "0.5"}, {"--refresh", "0.3"}, {"--prune-interval", "0.2"}};
+  for (const auto& [flag, value] : defaults)
+    if (std::find(extra.begin(), extra.end(), flag) == extra.end())
+      args.insert(args.end(), {flag, value});
   args.insert(args.end(), extra.begin(), extra.end());
   return std::make_unique<Server>("edge", args);
 }
@@ -143,7 +157,8 @@ json Post(const Server& s, const std::string& path, const std::string& body, int
 }
 
 // Waits until `pred(GET path)` holds (at most ~30 s).
-bool WaitFor(const Server& s, const std::string& path, const std::function<bool(const json&)>& pred) {
+bool WaitFor(const Server& s, const std::string& path,
+             const std::function<bool(const json&)>& pred) {
   for (int i = 0; i < 300; ++i) {
     auto res = s.Client().Get(path);
     if (res && res->status == 200) {
@@ -155,7 +170,9 @@ bool WaitFor(const Server& s, const std::string& path, const std::function<bool(
   return false;
 }
 
-bool Ready(const json& h) { return h.value("base_ready", false) && h.value("catalog_models", 0) > 0; }
+bool Ready(const json& h) {
+  return h.value("base_ready", false) && h.value("catalog_models", 0) > 0;
+}
 
 const char* kNetContext =
     R"({"device": "low", "network": "3g", "budget_ms": 22.5, "inferences": 100})";
@@ -172,15 +189,86 @@ double Metric(const Server& s, const std::string& line_prefix) {
 
 std::string InferBody(int n) {
   return json{{"id", "1"},
-              {"inputs", {{{"name", "input"},
-                           {"shape", {n, 1, 28, 28}},
-                           {"datatype", "FP32"},
-                           {"data", std::vector<float>(static_cast<size_t>(n) * 784, 0.3f)},
-                           {"parameters", json::object()}}}},
-              {"outputs", {{{"name", "probabilities"}, {"parameters", {{"binary_data", false}}}},
-                           {{"name", "label"}}}}}
+              {"inputs",
+               {{{"name", "input"},
+                 {"shape", {n, 1, 28, 28}},
+                 {"datatype", "FP32"},
+                 {"data", std::vector<float>(static_cast<size_t>(n) * 784, 0.3f)},
+                 {"parameters", json::object()}}}},
+              {"outputs",
+               {{{"name", "probabilities"}, {"parameters", {{"binary_data", false}}}},
+                {{"name", "label"}}}}}
       .dump();
 }
+
+// Sends `head` (and then `body` in `pieces`, one every `gap`) on a raw
+// connection to 127.0.0.1:port; returns what the server answered (until it
+// closes or `timeout`). Stops sending once an answer arrives.
+std::string Raw(int port, const std::string& head, const std::string& body = "", int pieces = 1,
+                std::chrono::milliseconds gap = {},
+                std::chrono::seconds timeout = std::chrono::seconds(20)) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return "";
+  }
+  std::string out;
+  auto readable = [&](int ms) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, ms) > 0;
+  };
+  auto drain = [&]() {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+      if (n <= 0) return n == 0;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  };
+  ::send(fd, head.data(), head.size(), MSG_NOSIGNAL);
+  const size_t step = body.empty() ? 0 : (body.size() + pieces - 1) / static_cast<size_t>(pieces);
+  for (size_t at = 0; at < body.size() && !readable(0); at += step) {
+    if (::send(fd, body.data() + at, std::min(step, body.size() - at), MSG_NOSIGNAL) < 0) break;
+    if (gap.count()) std::this_thread::sleep_for(gap);
+  }
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (!readable(100)) continue;
+    if (drain()) break;
+  }
+  ::close(fd);
+  return out;
+}
+
+int StatusOf(const std::string& answer) {
+  return answer.starts_with("HTTP/1.1 ") ? std::atoi(answer.c_str() + 9) : 0;
+}
+
+double Seconds(std::chrono::steady_clock::time_point since) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
+}
+
+json Catalog(const Server& cloud) { return Get(cloud, "/v1/catalog"); }
+
+json Record(const json& catalog, const std::string& id) {
+  for (const json& m : catalog["models"])
+    if (m["id"] == id) return m;
+  return json();
+}
+
+bool Cached(const Server& edge, const std::string& id) {
+  json s = Get(edge, "/v1/stats");
+  for (const json& c : s["cached"])
+    if (c == id) return true;
+  return false;
+}
+
+const char* kCpuContext =
+    R"({"device": "high", "network": "wifi", "budget_ms": 0.5, "inferences": 100})";
 
 }  // namespace
 
@@ -236,8 +324,9 @@ TEST(Services, CloudDownKeepsServingCachedModelsDegraded) {
   EXPECT_EQ(res->status, 200);
   EXPECT_EQ(da::Sha256Hex(res->body), m["sha256"]);
   // A context whose ideal is not cached gets the best cached model instead.
-  json fallback = Post(*edge, "/v1/match",
-                       R"({"device": "high", "network": "wifi", "budget_ms": 0.5, "inferences": 100})");
+  json fallback =
+      Post(*edge, "/v1/match",
+           R"({"device": "high", "network": "wifi", "budget_ms": 0.5, "inferences": 100})");
   EXPECT_EQ(fallback["model"], m["model"]);
   EXPECT_NE(fallback["ideal"], m["model"]);
   EXPECT_TRUE(fallback["degraded"].get<bool>());
@@ -294,21 +383,23 @@ TEST(Services, SixtyFourConcurrentClientsMixingRequests) {
       for (int i = 0; i < 6; ++i) {
         const int kind = (t + i) % 3;
         const auto start = std::chrono::steady_clock::now();
-        auto res = kind == 0   ? c.Post("/v1/match", kNetContext, "application/json")
-                   : kind == 1 ? c.Get("/v1/models/net.onnx")
-                               : c.Post("/v2/models/base/infer", InferBody(1 + t % 4),
-                                        "application/json");
+        auto res = kind == 0 ? c.Post("/v1/match", kNetContext, "application/json")
+                   : kind == 1
+                       ? c.Get("/v1/models/net.onnx")
+                       : c.Post("/v2/models/base/infer", InferBody(1 + t % 4), "application/json");
         if (res && res->status == 200) {
           ++ok;
         } else {
           ++bad;
           std::lock_guard lock(mu);
-          failures += "kind " + std::to_string(kind) + " request " + std::to_string(i) + " after " +
-                      std::to_string(std::chrono::duration<double>(
-                                         std::chrono::steady_clock::now() - start).count()) +
-                      " s: " +
-                      (res ? std::to_string(res->status) + " " + res->body
-                           : httplib::to_string(res.error())) + "\n";
+          failures +=
+              "kind " + std::to_string(kind) + " request " + std::to_string(i) + " after " +
+              std::to_string(
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) +
+              " s: " +
+              (res ? std::to_string(res->status) + " " + res->body
+                   : httplib::to_string(res.error())) +
+              "\n";
         }
       }
     });
@@ -331,7 +422,8 @@ TEST(Services, OpenInferenceProtocolClientAndBadInput) {
   EXPECT_EQ(r["id"], "1");
   EXPECT_EQ(r["model_name"], "base");
   ASSERT_EQ(r["outputs"].size(), 2u);
-  const json& probs = r["outputs"][0]["name"] == "probabilities" ? r["outputs"][0] : r["outputs"][1];
+  const json& probs =
+      r["outputs"][0]["name"] == "probabilities" ? r["outputs"][0] : r["outputs"][1];
   EXPECT_EQ(probs["shape"], json({3, 10}));
   double sum = 0;
   for (int k = 0; k < 10; ++k) sum += probs["data"][k].get<double>();
@@ -344,11 +436,15 @@ TEST(Services, OpenInferenceProtocolClientAndBadInput) {
       {"/v1/match", "[1, 2]"},
       {"/v1/match", R"({"device": "mid", "network": "4g", "inferences": 100})"},
       {"/v1/match", R"({"device": "mid", "network": "4g", "budget_ms": -5, "inferences": 100})"},
-      {"/v1/match", R"({"device": "mid", "network": "4g", "budget_ms": "fast", "inferences": 100})"},
+      {"/v1/match",
+       R"({"device": "mid", "network": "4g", "budget_ms": "fast", "inferences": 100})"},
       {"/v1/match", R"({"device": "phone", "network": "4g", "budget_ms": 5, "inferences": 100})"},
-      {"/v1/match", R"({"device": "mid", "network": "4g", "budget_ms": 5, "inferences": 1, "x": 1})"},
-      {"/v2/models/base/infer", R"({"inputs": [{"name": "input", "shape": [1, 5], "datatype": "FP32", "data": [1,2,3,4,5]}]})"},
-      {"/v2/models/base/infer", R"({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "BOOL", "data": []}]})"},
+      {"/v1/match",
+       R"({"device": "mid", "network": "4g", "budget_ms": 5, "inferences": 1, "x": 1})"},
+      {"/v2/models/base/infer",
+       R"({"inputs": [{"name": "input", "shape": [1, 5], "datatype": "FP32", "data": [1,2,3,4,5]}]})"},
+      {"/v2/models/base/infer",
+       R"({"inputs": [{"name": "input", "shape": [1, 784], "datatype": "BOOL", "data": []}]})"},
       {"/v1/cache/refresh?x=1", "{}"}};
   for (const auto& [path, body] : bad_posts) {
     auto res = edge->Client().Post(path, body, "application/json");
@@ -397,12 +493,195 @@ TEST(Services, UnservableContextsBecomePruneRequestsThatAddABranch) {
   EXPECT_EQ(status["model"], added["id"]);
   // The edge learns the new branch from the catalog (it counts branches only:
   // the base is not matched, so `before` = its old count + 1).
-  EXPECT_TRUE(WaitFor(*edge, "/v1/stats",
-                      [&](const json& s) { return s["catalog_models"] == before; }));
+  EXPECT_TRUE(
+      WaitFor(*edge, "/v1/stats", [&](const json& s) { return s["catalog_models"] == before; }));
   // Same context again: deduplicated by the cloud.
   json dup = Post(*cloud, "/v1/prune-requests",
                   R"({"device": "low", "network": "3g", "budget_ms": 1, "inferences": 100})");
   EXPECT_EQ(dup["id"], added["id"]);
   Get(*cloud, "/v1/prune-requests/pr-nonexistent", 404);
   Post(*cloud, "/v1/prune-requests", R"({"device": "low"})", 400);
+  // Prune requests survive a restart of the cloud.
+  cloud.reset();
+  cloud = StartCloud((Tmp() / "repo6").string());
+  EXPECT_EQ(Get(*cloud, "/v1/prune-requests/" + added["id"].get<std::string>())["state"], "done");
+}
+
+// Reliability §1: an outage must not shrink the cached set, under any policy,
+// and what the edge reports cached stays downloadable.
+TEST(Services, OutageNeverShrinksTheCache) {
+  for (const std::string policy : {"lru", "lfu", "utility"}) {
+    SCOPED_TRACE(policy);
+    auto cloud = StartCloud((Tmp() / ("repo-outage-" + policy)).string());
+    const json catalog = Catalog(*cloud);
+    const int64_t net = Record(catalog, "net")["onnx"]["bytes"],
+                  cpu = Record(catalog, "cpu")["onnx"]["bytes"];
+    // Room for either branch, not both: admitting one evicts the other.
+    auto edge = StartEdge(cloud->url(), (Tmp() / ("state-outage-" + policy)).string(),
+                          {"--policy", policy, "--cache-bytes",
+                           std::to_string(std::max(net, cpu) + std::min(net, cpu) / 2)});
+    ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+    json m = Post(*edge, "/v1/match", kNetContext);
+    ASSERT_EQ(m["model"], "net");
+    auto got = edge->Client().Get("/v1/models/net.onnx");
+    ASSERT_TRUE(got && got->status == 200);
+    ASSERT_TRUE(
+        WaitFor(*edge, "/v1/stats", [](const json& s) { return s["cached"] == json{"net"}; }));
+    cloud->Kill(SIGKILL);
+    ASSERT_TRUE(
+        WaitFor(*edge, "/healthz", [](const json& h) { return h["status"] == "degraded"; }));
+    // Visitors now want the other branch, again and again (utility: its demand
+    // overtakes; lru/lfu: each miss would admit it).
+    for (int i = 0; i < 30; ++i) {
+      json other = Post(*edge, "/v1/match", kCpuContext);
+      EXPECT_EQ(other["model"], "net");  // the only cached model, marked degraded
+      EXPECT_TRUE(other["degraded"].get<bool>());
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(800));  // refreshes run (--refresh 0.3)
+    EXPECT_TRUE(Cached(*edge, "net"));
+    auto res = edge->Client().Get("/v1/models/net.onnx");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+    EXPECT_EQ(da::Sha256Hex(res->body), m["sha256"]);
+    // The 503 for an uncached model names no internal address.
+    auto miss = edge->Client().Get("/v1/models/cpu.onnx");
+    ASSERT_TRUE(miss);
+    EXPECT_EQ(miss->status, 503);
+    EXPECT_EQ(miss->body.find("127.0.0.1"), std::string::npos) << miss->body;
+  }
+}
+
+// A frozen cloud: downloads fail within the read timeout, the heartbeat marks
+// the edge degraded within seconds, and then nothing waits on the cloud.
+TEST(Services, FrozenCloudIsNoticedAndNeverBlocksBrowsers) {
+  auto cloud = StartCloud((Tmp() / "repo-frozen").string());
+  auto edge = StartEdge(cloud->url(), (Tmp() / "state-frozen").string());
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", [](const json& h) { return h["status"] == "ok"; }));
+  cloud->Signal(SIGSTOP);
+  auto start = std::chrono::steady_clock::now();
+  auto res = edge->Client().Get("/v1/models/cpu.onnx");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_LT(Seconds(start), 8);
+  start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", [](const json& h) { return h["status"] == "degraded"; }));
+  EXPECT_LT(Seconds(start), 8);
+  start = std::chrono::steady_clock::now();
+  res = edge->Client().Get("/v1/models/cpu.onnx");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503);
+  EXPECT_LT(Seconds(start), 0.5);
+  json m = Post(*edge, "/v1/match", kNetContext);
+  EXPECT_TRUE(m["degraded"].get<bool>());
+  cloud->Signal(SIGCONT);
+  EXPECT_TRUE(WaitFor(*edge, "/healthz", [](const json& h) { return h["status"] == "ok"; }));
+  res = edge->Client().Get("/v1/models/cpu.onnx");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+}
+
+// A model fetched for a visitor is kept when there is room (no second fetch),
+// and the base model's file is served from the edge's state.
+TEST(Services, FetchedModelsAreKeptAndTheBaseIsServedLocally) {
+  auto cloud = StartCloud((Tmp() / "repo-keep").string());
+  auto edge = StartEdge(cloud->url(), (Tmp() / "state-keep").string(), {"--refresh", "60"});
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+  auto res = edge->Client().Get("/v1/models/cpu.onnx");
+  ASSERT_TRUE(res && res->status == 200);
+  EXPECT_TRUE(Cached(*edge, "cpu"));  // before any refresh
+  res = edge->Client().Get("/v1/models/cpu.onnx");
+  ASSERT_TRUE(res && res->status == 200);
+  EXPECT_EQ(Metric(*edge, "model_fetches_total"), 1);
+  const json base = Record(Catalog(*cloud), "base");
+  const std::string cloud_models = "http_requests_total{endpoint=\"GET /v1/models/{id}\"";
+  for (int i = 0; i < 100; ++i) {  // the worker stores base.onnx after loading the base
+    res = edge->Client().Get("/v1/models/base.onnx");
+    if (res && res->status == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const double before = Metric(*cloud, cloud_models);
+  for (int i = 0; i < 3; ++i) {
+    res = edge->Client().Get("/v1/models/base.onnx");
+    ASSERT_TRUE(res);
+    ASSERT_EQ(res->status, 200);
+    EXPECT_EQ(da::Sha256Hex(res->body), base["onnx"]["sha256"]);
+  }
+  EXPECT_EQ(Metric(*cloud, cloud_models), before);
+}
+
+// Hostile HTTP: compressed bodies, bodies past the limit however framed,
+// ranges, and slow clients.
+TEST(Services, HostileRequestsAreBounded) {
+  auto cloud = StartCloud((Tmp() / "repo-hostile").string());
+  auto edge = StartEdge(cloud->url(), (Tmp() / "state-hostile").string(),
+                        {"--max-body", "65536", "--server-threads", "8", "--request-timeout", "3"});
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+  // gzip body: refused before it is read.
+  std::string a = Raw(edge->port(),
+                      "POST /v1/match HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      "Content-Encoding: gzip\r\nContent-Length: 408000\r\n\r\n");
+  EXPECT_EQ(StatusOf(a), 415) << a;
+  // Chunked past the limit: 413 (or the connection cut), never accepted.
+  std::string chunks;
+  for (int i = 0; i < 64; ++i) chunks += "1000\r\n" + std::string(4096, ' ') + "\r\n";
+  chunks += "0\r\n\r\n";
+  a = Raw(edge->port(),
+          "POST /v1/match HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n",
+          chunks, 64);
+  EXPECT_TRUE(StatusOf(a) == 413 || a.empty()) << a.substr(0, 200);
+  // A body without a length, read until close: bounded too.
+  a = Raw(edge->port(),
+          "POST /v1/match HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n",
+          std::string(300000, ' '), 30);
+  EXPECT_NE(StatusOf(a), 200) << a.substr(0, 200);
+  // Ranges are ignored: the whole model, 200.
+  const std::string sha = Post(*edge, "/v1/match", kNetContext)["sha256"];
+  for (const char* range : {"bytes=0-9", "bytes=0-1,2-3,4-5,6-7"}) {
+    auto res = edge->Client().Get("/v1/models/net.onnx", {{"Range", range}});
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200) << range;
+    EXPECT_EQ(da::Sha256Hex(res->body), sha) << range;
+  }
+  // As many trickling clients as server threads: the edge still answers
+  // others at once, and cuts the trickles off within the request timeout.
+  std::vector<std::thread> slow;
+  std::vector<std::string> answers(8);
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 8; ++i)
+    slow.emplace_back([&, i] {
+      answers[size_t(i)] = Raw(edge->port(), "POST /v1/match HTTP/1.1\r\n",
+                               "Host: x\r\nContent-Length: 200\r\n\r\n" + std::string(200, ' '),
+                               200, std::chrono::milliseconds(500), std::chrono::seconds(30));
+    });
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  const auto asked = std::chrono::steady_clock::now();
+  auto health = edge->Client().Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  EXPECT_LT(Seconds(asked), 2.0);
+  for (auto& t : slow) t.join();
+  EXPECT_LT(Seconds(start), 6.0);
+  for (const std::string& ans : answers)
+    EXPECT_TRUE(ans.empty() || StatusOf(ans) == 408) << ans.substr(0, 200);
+  EXPECT_EQ(Get(*edge, "/healthz")["status"], "ok");
+}
+
+// Past its queue the base model answers 503 with Retry-After, not an
+// unbounded wait.
+TEST(Services, FullInferenceQueueAnswers503WithRetryAfter) {
+  auto cloud = StartCloud((Tmp() / "repo-queue").string());
+  auto edge = StartEdge(cloud->url(), (Tmp() / "state-queue").string(),
+                        {"--max-queue", "64", "--max-batch", "64", "--max-delay-us", "500000"});
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+  std::thread first([&] { Post(*edge, "/v2/models/base/infer", InferBody(40)); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  auto res = edge->Client().Post("/v2/models/base/infer", InferBody(40), "application/json");
+  first.join();
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 503) << res->body;
+  EXPECT_EQ(res->get_header_value("Retry-After"), "1");
+  Post(*edge, "/v2/models/base/infer", InferBody(40));  // room again
 }

@@ -7,8 +7,8 @@
 
 #include "cli/commands.h"
 #include "cloud/cloud.h"
-#include "edge/edge.h"
 #include "common/error.h"
+#include "edge/edge.h"
 #include "nn/dataset.h"
 
 namespace da::cli {
@@ -29,6 +29,9 @@ void AddServerOptions(CLI::App* cmd, http::ServerOptions& s, int default_port) {
       ->capture_default_str();
   cmd->add_option("--server-threads", s.threads, "Connections served at once")
       ->capture_default_str();
+  cmd->add_option("--request-timeout", s.request_timeout_s,
+                  "A request's head and body must arrive within this (s)")
+      ->capture_default_str();
 }
 
 void AddBatchOptions(CLI::App* cmd, infer::BatchOptions& b) {
@@ -39,8 +42,12 @@ void AddBatchOptions(CLI::App* cmd, infer::BatchOptions& b) {
          "--max-delay-us", [&b](int64_t us) { b.max_delay = std::chrono::microseconds(us); },
          "Dynamic batching: longest wait for a fuller batch (microseconds, default 2000)")
       ->check(CLI::Range(0, 1000000));
-  cmd->add_flag_callback("--no-batching", [&b] { b.enabled = false; },
-                         "Run inference requests one at a time");
+  cmd->add_option("--max-queue", b.max_queue,
+                  "Images waiting for inference before 503 + Retry-After")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_flag_callback(
+      "--no-batching", [&b] { b.enabled = false; }, "Run inference requests one at a time");
   cmd->add_option("--infer-threads", b.threads, "libtorch threads for inference (0: all cores)")
       ->capture_default_str()
       ->check(CLI::Range(0, 1024));
@@ -88,7 +95,8 @@ void AddEdgeOptions(CLI::App* cmd, edge::EdgeConfig& c, bool standalone) {
       ->capture_default_str();
   cmd->add_option("--refresh", c.refresh_s, "Cache content recomputed every (s)")
       ->capture_default_str();
-  cmd->add_option("--catalog-refresh", c.catalog_refresh_s, "Catalog re-read from the cloud every (s)")
+  cmd->add_option("--catalog-refresh", c.catalog_refresh_s,
+                  "Catalog re-read from the cloud every (s)")
       ->capture_default_str();
   cmd->add_option("--prune-interval", c.prune_interval_s,
                   "At most one prune request forwarded per (s)")
@@ -131,8 +139,9 @@ class SignalStop {
 
 void AddServe(CLI::App& app) {
   auto cf = std::make_shared<CloudFlags>();
-  CLI::App* cmd = app.add_subcommand("cloud", "The cloud service: model repository, base-model "
-                                              "inference, prune requests");
+  CLI::App* cmd = app.add_subcommand("cloud",
+                                     "The cloud service: model repository, base-model "
+                                     "inference, prune requests");
   AddServerOptions(cmd, cf->config.server, 8081);
   AddCloudOptions(cmd, *cf);
   cmd->callback([cf] {
@@ -147,8 +156,9 @@ void AddServe(CLI::App& app) {
   });
 
   auto ef = std::make_shared<edge::EdgeConfig>();
-  cmd = app.add_subcommand("edge", "The edge service: matching, model cache, collaborative "
-                                   "inference");
+  cmd = app.add_subcommand("edge",
+                           "The edge service: matching, model cache, collaborative "
+                           "inference");
   AddServerOptions(cmd, ef->server, 8080);
   AddEdgeOptions(cmd, *ef, true);
   cmd->callback([ef] {
@@ -193,12 +203,12 @@ void AddServe(CLI::App& app) {
       e->Stop();
       c.Stop();
     });
-    std::printf("cloud: http://%s:%d/ (repository %s)\nedge:  http://%s:%d/ (cache %lld bytes, "
-                "policy %s)\n",
-                cloud_flags.config.server.host.c_str(), c.port(),
-                cloud_flags.config.repo_dir.c_str(), edge_flags.server.host.c_str(),
-                e->port(), static_cast<long long>(edge_flags.cache_bytes),
-                edge_flags.policy.c_str());
+    std::printf(
+        "cloud: http://%s:%d/ (repository %s)\nedge:  http://%s:%d/ (cache %lld bytes, "
+        "policy %s)\n",
+        cloud_flags.config.server.host.c_str(), c.port(), cloud_flags.config.repo_dir.c_str(),
+        edge_flags.server.host.c_str(), e->port(), static_cast<long long>(edge_flags.cache_bytes),
+        edge_flags.policy.c_str());
     std::fflush(stdout);
     e->Run();
     c.Stop();

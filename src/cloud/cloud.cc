@@ -25,6 +25,9 @@ namespace {
 
 struct Cancelled {};
 
+constexpr size_t kKeepFinished = 256;  // finished prune requests remembered
+constexpr const char* kRequestsFile = "prune-requests.json";
+
 struct PruneRequest {
   std::string id, state = "queued", model, error;
   nlohmann::json context;
@@ -34,6 +37,16 @@ struct PruneRequest {
     if (!model.empty()) j["model"] = model;
     if (!error.empty()) j["error"] = error;
     return j;
+  }
+  static PruneRequest FromJson(const nlohmann::json& j) {
+    PruneRequest r;
+    r.id = j.at("id");
+    r.state = j.at("state");
+    r.progress = j.value("progress", 0.0);
+    r.context = j.at("context");
+    r.model = j.value("model", "");
+    r.error = j.value("error", "");
+    return r;
   }
 };
 
@@ -59,13 +72,14 @@ struct Cloud::Impl {
   infer::BaseService base_service{metrics, [this] { return base; },
                                   "the repository has no base model"};
   std::shared_ptr<infer::Batcher> base;  // set once, in the constructor; stops first
-  httplib::Server server;
+  http::Server server{cfg.server};
   int port = 0;
 
   std::mutex mu;
   std::condition_variable cv;
   std::map<std::string, PruneRequest> requests;
-  std::deque<std::string> queue;
+  std::deque<std::string> queue;     // ids waiting, in order
+  std::deque<std::string> finished;  // ids done or failed, oldest first
   bool stopping = false;
   std::unique_ptr<nn::Dataset> data;  // loaded by the first prune request
   std::thread worker;
@@ -89,6 +103,7 @@ struct Cloud::Impl {
       spdlog::warn("repository {} has no base model: inference and prune requests are off",
                    c.repo_dir);
     metrics.Declare("prune_requests_total", "counter", "Prune requests by outcome");
+    LoadRequests();
     http::Configure(server, cfg.server, metrics, Endpoint);
     Routes();
     port = http::Bind(server, cfg.server);
@@ -105,6 +120,54 @@ struct Cloud::Impl {
     worker.join();
   }
 
+  // Prune requests survive a restart: queued and interrupted ones run again.
+  void LoadRequests() {
+    const fs::path path = fs::path(cfg.repo_dir) / kRequestsFile;
+    if (!fs::exists(path)) return;
+    try {
+      const nlohmann::json saved = nlohmann::json::parse(ReadFile(path.string()));
+      for (const auto& j : saved.at("requests")) {
+        PruneRequest r = PruneRequest::FromJson(j);
+        if (r.state == "queued" || r.state == "running") {
+          r.state = "queued";
+          r.progress = 0;
+          queue.push_back(r.id);
+        } else {
+          finished.push_back(r.id);
+        }
+        requests[r.id] = r;
+      }
+    } catch (const std::exception& e) {
+      spdlog::warn("{}: unreadable ({}); prune requests start afresh", path.string(), e.what());
+      requests.clear(), queue.clear(), finished.clear();
+    }
+  }
+
+  // Writes the requests atomically (queued first, then finished); mu held.
+  void SaveRequests() {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto* ids : {&queue, &finished})
+      for (const std::string& id : *ids) list.push_back(requests.at(id).ToJson());
+    for (const auto& [id, r] : requests)
+      if (r.state == "running") list.push_back(r.ToJson());
+    try {
+      WriteFileAtomic((fs::path(cfg.repo_dir) / kRequestsFile).string(),
+                      nlohmann::json{{"requests", list}}.dump());
+    } catch (const std::exception& e) {
+      spdlog::error("saving prune requests: {}", e.what());
+    }
+  }
+
+  // Marks `id` finished (done or failed) and forgets the oldest beyond the bound; mu held.
+  void Finish(const std::string& id) {
+    finished.push_back(id);
+    while (finished.size() > kKeepFinished) {
+      requests.erase(finished.front());
+      finished.pop_front();
+    }
+    SaveRequests();
+  }
+
   void Routes() {
     using httplib::Request;
     using httplib::Response;
@@ -118,9 +181,8 @@ struct Cloud::Impl {
     server.Get("/metrics", [this](const Request&, Response& res) {
       res.set_content(metrics.Text(), "text/plain; version=0.0.4");
     });
-    server.Get("/v1/catalog", [this](const Request&, Response& res) {
-      http::Json(res, repo.Catalog());
-    });
+    server.Get("/v1/catalog",
+               [this](const Request&, Response& res) { http::Json(res, repo.Catalog()); });
     server.Get(R"(/v1/models/([^/]+)\.(onnx|pt))", [this](const Request& req, Response& res) {
       const std::string id = req.matches[1], ext = req.matches[2];
       const char* kind = ext == "onnx" ? "onnx" : "weights";
@@ -166,8 +228,11 @@ struct Cloud::Impl {
     PruneRequest r;
     r.id = id;
     r.context = c.ToJson();
+    if (auto it = requests.find(id); it != requests.end())  // failed before: forget that
+      std::erase(finished, id);
     requests[id] = r;
     queue.push_back(id);
+    SaveRequests();
     queued = true;
     metrics.Add("prune_requests_total", Label("outcome", "queued"));
     cv.notify_all();
@@ -191,18 +256,25 @@ struct Cloud::Impl {
         queue.pop_front();
         requests.at(id).state = "running";
         ctx_json = requests.at(id).context;
+        SaveRequests();
       }
       spdlog::info("prune request {}: running", id);
       try {
         RunPrune(id, ctx_json);
-        Set(id, [&](PruneRequest& r) { r.state = "done", r.model = id, r.progress = 1; });
+        std::lock_guard lock(mu);
+        PruneRequest& r = requests.at(id);
+        r.state = "done", r.model = id, r.progress = 1;
+        Finish(id);
         metrics.Add("prune_requests_total", Label("outcome", "done"));
         spdlog::info("prune request {}: done, model {}", id, id);
       } catch (const Cancelled&) {
-        Set(id, [](PruneRequest& r) { r.state = "failed", r.error = "the cloud stopped"; });
+        // Saved as running: the next start runs it again.
         return;
       } catch (const std::exception& e) {
-        Set(id, [&](PruneRequest& r) { r.state = "failed", r.error = e.what(); });
+        std::lock_guard lock(mu);
+        PruneRequest& r = requests.at(id);
+        r.state = "failed", r.error = e.what();
+        Finish(id);
         metrics.Add("prune_requests_total", Label("outcome", "failed"));
         spdlog::warn("prune request {}: failed: {}", id, e.what());
       }
@@ -212,8 +284,9 @@ struct Cloud::Impl {
   void RunPrune(const std::string& id, const nlohmann::json& ctx_json) {
     // The search reads the base as a model directory; written by the first request.
     const auto rec = *repo.Find("base");
-    const fs::path base_dir = fs::path(cfg.repo_dir) / "work" /
-                              ("base-" + rec.at("weights").at("sha256").get<std::string>().substr(0, 12));
+    const fs::path base_dir =
+        fs::path(cfg.repo_dir) / "work" /
+        ("base-" + rec.at("weights").at("sha256").get<std::string>().substr(0, 12));
     if (!fs::exists(base_dir / nn::kWeightsFile)) {
       WriteFileAtomic((base_dir / nn::kSpecFile).string(), rec.at("spec").dump());
       WriteFileAtomic((base_dir / nn::kWeightsFile).string(),

@@ -1,7 +1,12 @@
 #include "common/http.h"
 
+#include <netdb.h>
+#include <poll.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 
+#include <chrono>
+#include <cstring>
 #include <set>
 
 #include "common/error.h"
@@ -14,6 +19,176 @@ void ServerOptions::Validate() const {
   if (port < 0 || port > 65535) throw UserError("port must be in 0..65535");
   if (max_body_bytes < 1024) throw UserError("max body must be >= 1024 bytes");
   if (threads < 1 || threads > 1024) throw UserError("server threads must be in 1..1024");
+  if (!(request_timeout_s >= 0.1 && request_timeout_s <= 3600))
+    throw UserError("request timeout must be in 0.1..3600 s");
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr size_t kHeadBytes = 64 << 10;                   // request line + headers
+constexpr auto kSlowAfter = std::chrono::seconds(1);      // a request still arriving is slow
+constexpr auto kKeepAliveIdle = std::chrono::seconds(2);  // idle wait for the next request
+
+// What went wrong with the request being read on this thread's connection
+// (one thread serves a connection), for the error handler's message.
+struct Guard {
+  bool too_large = false, too_slow = false, head_done = false;
+  bool close = false;  // the body was not read: the connection cannot go on
+};
+thread_local Guard* current_guard = nullptr;
+
+// A socket stream with a per-request deadline and byte budget (httplib's own
+// stream times out each read separately, so a trickle never ends).
+class GuardedStream : public httplib::Stream {
+ public:
+  GuardedStream(socket_t sock, const ServerOptions& o, std::atomic<int>& slow)
+      : sock_(sock), o_(o), slow_(slow), max_slow_(std::max(1, o.threads / 4)) {}
+  ~GuardedStream() override { Unslow(); }
+
+  // A new request starts: its clock and budget restart.
+  void Start(Guard* g) {
+    Unslow();
+    guard_ = g;
+    start_ = Clock::now();
+    read_ = 0;
+  }
+  bool buffered() const { return off_ < len_; }
+
+  bool is_readable() const override { return buffered() || Poll(POLLIN, o_.request_timeout_s) > 0; }
+  bool is_writable() const override { return Poll(POLLOUT, 10) > 0; }
+  ssize_t read(char* ptr, size_t size) override {
+    if (!buffered() && !Fill()) return -1;
+    const size_t n = std::min(size, len_ - off_);
+    std::memcpy(ptr, buf_ + off_, n);
+    off_ += n;
+    return static_cast<ssize_t>(n);
+  }
+  ssize_t write(const char* ptr, size_t size) override {
+    if (!is_writable()) return -1;
+    return ::send(sock_, ptr, size, MSG_NOSIGNAL);
+  }
+  void get_remote_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getpeername, ip, port);
+  }
+  void get_local_ip_and_port(std::string& ip, int& port) const override {
+    Address(::getsockname, ip, port);
+  }
+  socket_t socket() const override { return sock_; }
+
+ private:
+  int Poll(short events, double timeout_s) const {
+    pollfd p{sock_, events, 0};
+    return ::poll(&p, 1, static_cast<int>(timeout_s * 1000));
+  }
+  bool Fill() {
+    const auto deadline = start_ + std::chrono::duration_cast<Clock::duration>(
+                                       std::chrono::duration<double>(o_.request_timeout_s));
+    for (;;) {
+      const auto now = Clock::now();
+      if (now >= deadline) return Fail(&Guard::too_slow);
+      auto until = deadline;
+      if (!slow_counted_) {
+        if (now - start_ >= kSlowAfter) {
+          if (slow_.fetch_add(1) >= max_slow_) {
+            slow_.fetch_sub(1);
+            return Fail(&Guard::too_slow);
+          }
+          slow_counted_ = true;
+        } else {
+          until = start_ + kSlowAfter;
+        }
+      }
+      const double wait = std::chrono::duration<double>(until - now).count();
+      const int r = Poll(POLLIN, std::max(0.001, wait));
+      if (r < 0 && errno != EINTR) return false;
+      if (r <= 0) continue;
+      const ssize_t n = ::recv(sock_, buf_, sizeof buf_, 0);
+      if (n <= 0) return false;
+      read_ += static_cast<size_t>(n);
+      const size_t budget = kHeadBytes + (guard_ && guard_->head_done ? o_.max_body_bytes : 0);
+      if (read_ > budget) return Fail(&Guard::too_large);
+      off_ = 0;
+      len_ = static_cast<size_t>(n);
+      return true;
+    }
+  }
+  bool Fail(bool Guard::*what) {
+    if (guard_) guard_->*what = true;
+    return false;
+  }
+  void Unslow() {
+    if (slow_counted_) slow_.fetch_sub(1);
+    slow_counted_ = false;
+  }
+  void Address(int (*get)(int, sockaddr*, socklen_t*), std::string& ip, int& port) const {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    char host[NI_MAXHOST] = "", serv[NI_MAXSERV] = "";
+    if (get(sock_, reinterpret_cast<sockaddr*>(&addr), &len) == 0 &&
+        ::getnameinfo(reinterpret_cast<sockaddr*>(&addr), len, host, sizeof host, serv, sizeof serv,
+                      NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
+      ip = host;
+      port = std::atoi(serv);
+    }
+  }
+
+  socket_t sock_;
+  const ServerOptions& o_;
+  std::atomic<int>& slow_;
+  const int max_slow_;
+  Guard* guard_ = nullptr;
+  Clock::time_point start_;
+  size_t read_ = 0;
+  bool slow_counted_ = false;
+  char buf_[16 << 10];
+  size_t off_ = 0, len_ = 0;
+};
+
+}  // namespace
+
+Server::Server(const ServerOptions& o) : opts_(o) {
+  opts_.Validate();
+  // Compressed bodies are refused before their body is read (the routing
+  // handlers run after it); the connection is closed after the answer.
+  set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+    const std::string enc = req.get_header_value("Content-Encoding");
+    if (enc.empty() || enc == "identity") return HandlerResponse::Unhandled;
+    Error(res, 415, "compressed request bodies (Content-Encoding: " + enc + ") are not accepted");
+    res.set_header("Connection", "close");
+    if (current_guard) current_guard->close = true;
+    return HandlerResponse::Handled;
+  });
+}
+
+bool Server::process_and_close_socket(socket_t sock) {
+  bool ret = false;
+  {
+    GuardedStream strm(sock, opts_, slow_);
+    for (int left = 100; left > 0 && svr_sock_ != INVALID_SOCKET; --left) {
+      // Wait for the next request (keep-alive), watching for stop().
+      bool ready = strm.buffered();
+      for (auto until = Clock::now() + kKeepAliveIdle;
+           !ready && svr_sock_ != INVALID_SOCKET && Clock::now() < until;) {
+        pollfd p{sock, POLLIN, 0};
+        ready = ::poll(&p, 1, 100) > 0;
+      }
+      if (!ready) break;
+      Guard guard;
+      current_guard = &guard;
+      strm.Start(&guard);
+      bool closed = false;
+      ret = process_request(strm, left == 1, closed, [&guard](httplib::Request& req) {
+        guard.head_done = true;
+        req.ranges.clear();  // always the whole resource
+      });
+      current_guard = nullptr;
+      if (!ret || closed || guard.too_large || guard.too_slow || guard.close) break;
+    }
+  }
+  ::shutdown(sock, SHUT_RDWR);
+  ::close(sock);
+  return ret;
 }
 
 void Json(httplib::Response& res, const nlohmann::json& body, int status) {
@@ -46,7 +221,7 @@ void ServeImmutable(const httplib::Request& req, httplib::Response& res, const s
   res.set_content(ReadFile(path), content_type);
 }
 
-void Configure(httplib::Server& server, const ServerOptions& o, Metrics& metrics,
+void Configure(Server& server, const ServerOptions& o, Metrics& metrics,
                std::function<std::string(const std::string& path)> endpoint) {
   o.Validate();
   metrics.Declare("http_requests_total", "counter", "HTTP requests by endpoint and status");
@@ -56,40 +231,45 @@ void Configure(httplib::Server& server, const ServerOptions& o, Metrics& metrics
   server.set_read_timeout(10);
   server.set_write_timeout(10);
   server.set_keep_alive_timeout(2);
-  server.set_exception_handler([](const httplib::Request&, httplib::Response& res,
-                                  std::exception_ptr ep) {
-    try {
-      std::rethrow_exception(ep);
-    } catch (const HttpError& e) {
-      Error(res, e.status(), e.what());
-    } catch (const UserError& e) {
-      Error(res, 400, e.what());
-    } catch (const std::exception& e) {
-      spdlog::error("internal error: {}", e.what());
-      Error(res, 500, std::string("internal error: ") + e.what());
-    } catch (...) {
-      Error(res, 500, "internal error");
-    }
-  });
+  server.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        try {
+          std::rethrow_exception(ep);
+        } catch (const HttpError& e) {
+          Error(res, e.status(), e.what());
+        } catch (const UserError& e) {
+          Error(res, 400, e.what());
+        } catch (const std::exception& e) {
+          spdlog::error("internal error: {}", e.what());  // the detail stays in the log
+          Error(res, 500, "internal error");
+        } catch (...) {
+          Error(res, 500, "internal error");
+        }
+      });
   server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;  // a handler already explained it
-    if (res.status == 404)
+    if (current_guard && current_guard->too_large) res.status = 413;
+    if (current_guard && current_guard->too_slow) res.status = 408;
+    if (res.status == 408)
+      Error(res, 408, "request too slow: it must arrive within the request timeout");
+    else if (res.status == 404)
       Error(res, 404, "no such resource: " + req.path);
     else if (res.status == 413)
       Error(res, 413, "body too large");
     else
       Error(res, res.status, "request failed with status " + std::to_string(res.status));
   });
-  server.set_logger([&metrics, endpoint](const httplib::Request& req,
-                                         const httplib::Response& res) {
-    static const std::set<std::string> methods = {"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS"};
-    const std::string method = methods.count(req.method) ? req.method : "OTHER";
-    metrics.Add("http_requests_total", Label("endpoint", method + " " + endpoint(req.path)) +
-                                           "," + Label("status", std::to_string(res.status)));
-  });
+  server.set_logger(
+      [&metrics, endpoint](const httplib::Request& req, const httplib::Response& res) {
+        static const std::set<std::string> methods = {"GET", "POST",   "HEAD",
+                                                      "PUT", "DELETE", "OPTIONS"};
+        const std::string method = methods.count(req.method) ? req.method : "OTHER";
+        metrics.Add("http_requests_total", Label("endpoint", method + " " + endpoint(req.path)) +
+                                               "," + Label("status", std::to_string(res.status)));
+      });
 }
 
-int Bind(httplib::Server& server, const ServerOptions& o) {
+int Bind(Server& server, const ServerOptions& o) {
   // cpp-httplib 0.11 listens with a backlog of 5: under a burst of clients the
   // kernel drops connections (they fail after a 1 s SYN retry). Keep the
   // socket and listen again with a deep backlog.

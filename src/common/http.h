@@ -3,6 +3,7 @@
 // immutable content-addressed files, server setup with request metrics.
 #include <httplib.h>
 
+#include <atomic>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -15,8 +16,30 @@ struct ServerOptions {
   std::string host = "127.0.0.1";  // loopback unless configured otherwise
   int port = 0;                    // 0: any free port
   size_t max_body_bytes = 8 << 20;
-  int threads = 64;                // connections served at once
-  void Validate() const;           // UserError when out of range
+  int threads = 64;               // connections served at once
+  double request_timeout_s = 20;  // a request's head and body must arrive within this
+  void Validate() const;          // UserError when out of range
+};
+
+// cpp-httplib's server with the limits its 0.11 lacks, per request:
+//  - the head and body must arrive within `request_timeout_s` (a client
+//    sending a byte every few seconds is cut off: 408);
+//  - at most a quarter of the threads serve requests still arriving after 1 s
+//    ("slow" connections); more are refused, so slow clients cannot starve
+//    the rest;
+//  - at most max_body + 64 KiB bytes are read per request, whatever its framing
+//    (chunked, no length): 413;
+//  - compressed request bodies (Content-Encoding) are refused (415): a small
+//    gzip body can decode to gigabytes, and browsers never send them;
+//  - Range headers are ignored: the full 200 answer is always sent.
+class Server : public httplib::Server {
+ public:
+  explicit Server(const ServerOptions& o);
+
+ private:
+  bool process_and_close_socket(socket_t sock) override;
+  ServerOptions opts_;
+  std::atomic<int> slow_{0};
 };
 
 void Json(httplib::Response& res, const nlohmann::json& body, int status = 200);
@@ -32,12 +55,13 @@ void ServeImmutable(const httplib::Request& req, httplib::Response& res, const s
 
 // Applies `o` to `server`: body limit (413), timeouts, a thread pool, JSON
 // errors for unknown routes and for exceptions (HttpError/UserError: their
-// status or 400; anything else: 500), and counts requests in `metrics`
-// ("http_requests_total" by endpoint and status; `endpoint` names a path's route).
-void Configure(httplib::Server& server, const ServerOptions& o, Metrics& metrics,
+// status or 400; anything else: 500 "internal error", the detail only logged),
+// and counts requests in `metrics` ("http_requests_total" by endpoint and
+// status; `endpoint` names a path's route).
+void Configure(Server& server, const ServerOptions& o, Metrics& metrics,
                std::function<std::string(const std::string& path)> endpoint);
 
 // Binds `server` to o.host:o.port; returns the port. UserError when it cannot.
-int Bind(httplib::Server& server, const ServerOptions& o);
+int Bind(Server& server, const ServerOptions& o);
 
 }  // namespace da::http

@@ -30,14 +30,14 @@ double ModelCache::Decayed(const Demand& d, double now) const {
 }
 
 bool ModelCache::Request(const CatalogModel& m, double now, std::vector<std::string>* added,
-                         std::vector<std::string>* dropped) {
+                         std::vector<std::string>* dropped, bool admit) {
   Demand& d = demand_[m.id];
   d.count = Decayed(d, now) + 1;
   d.at = now;
   d.total += 1;
   d.last = now;
   if (Contains(m.id)) return true;
-  if (policy_ == Policy::kUtility || m.bytes > capacity_) return false;
+  if (!admit || policy_ == Policy::kUtility || m.bytes > capacity_) return false;
   Evict(m.bytes, m.id, dropped);
   content_[m.id] = m.bytes;
   used_ += m.bytes;
@@ -56,9 +56,9 @@ void ModelCache::Evict(int64_t need, const std::string& keep, std::vector<std::s
       }
       const Demand& a = demand_[it->first];
       const Demand& b = demand_[victim->first];
-      const bool older = policy_ == Policy::kLfu ? (a.total < b.total ||
-                                                    (a.total == b.total && a.last < b.last))
-                                                 : a.last < b.last;
+      const bool older = policy_ == Policy::kLfu
+                             ? (a.total < b.total || (a.total == b.total && a.last < b.last))
+                             : a.last < b.last;
       if (older) victim = it;
     }
     if (victim == content_.end()) return;

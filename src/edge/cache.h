@@ -64,18 +64,19 @@ class ModelCache {
   const std::map<std::string, int64_t>& content() const { return content_; }  // id -> bytes
 
   // A request at time `now` (seconds) whose ideal model is `m`: counts it and
-  // returns whether `m` was cached. lru/lfu admit a missing `m` (if it fits the
-  // capacity at all), evicting others; the ids they add and drop are appended.
+  // returns whether `m` was cached. lru/lfu admit a missing `m` when `admit`
+  // (if it fits the capacity at all), evicting others; the ids they add and
+  // drop are appended.
   bool Request(const CatalogModel& m, double now, std::vector<std::string>* added,
-               std::vector<std::string>* dropped);
+               std::vector<std::string>* dropped, bool admit = true);
 
   // utility: recomputes the content from the decayed demand; appends what it
   // adds and drops. lru/lfu: nothing changes.
   void Refresh(const std::vector<CatalogModel>& models, double now, std::vector<std::string>* added,
                std::vector<std::string>* dropped);
 
-  // Puts `id` in the cache without a request (restoring persisted content);
-  // false when it does not fit.
+  // Puts `id` in the cache without a request (restoring persisted content, or
+  // keeping a model fetched anyway); false when it does not fit.
   bool Restore(const std::string& id, int64_t bytes);
   void Drop(const std::string& id);
 

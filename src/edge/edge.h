@@ -5,15 +5,17 @@
 // forwards contexts the family cannot serve to the cloud as prune requests.
 //   POST /v1/match                  body: the browser's context -> chosen model
 //   GET  /v1/models/{id}.onnx       from the cache (ETag, immutable); misses fetched
+//                                   (base.onnx: the whole model, kept in the state)
 //   POST /v2/models/base/infer      Open Inference Protocol; GET /v2/models/base,
 //                                   /v2/health/ready
 //   POST /v1/cache/refresh          recompute the cache content now
 //   GET  /v1/probe?bytes=N          N bytes for bandwidth measurement (capped)
 //   GET  /healthz, /metrics, /v1/stats
 // State (cache index, request statistics, last catalog) lives in SQLite under
-// the state directory: a restart keeps it. With the cloud unreachable the edge
-// keeps matching among what it knows and serving what it caches, marks answers
-// degraded and retries with backoff.
+// the state directory: a restart keeps it. With the cloud unreachable (a
+// heartbeat notices within seconds) the edge keeps matching among what it
+// knows and serving what it caches, marks answers degraded, never waits on the
+// cloud for a browser, and never shrinks the cached set until it is back.
 #include <memory>
 #include <string>
 
@@ -24,19 +26,20 @@ namespace da::edge {
 
 struct EdgeConfig {
   http::ServerOptions server;
-  std::string cloud_url;                // e.g. http://127.0.0.1:8081
-  int64_t cache_bytes = 4 << 20;        // model cache capacity
+  std::string cloud_url;          // e.g. http://127.0.0.1:8081
+  int64_t cache_bytes = 4 << 20;  // model cache capacity
   std::string state_dir;
-  std::string policy = "utility";       // utility, lru, lfu
-  double half_life_s = 600;             // decay of request counts
-  double refresh_s = 5;                 // cache content recomputed this often
-  double catalog_refresh_s = 30;        // catalog re-read from the cloud this often
-  double retry_max_s = 30;              // backoff cap while the cloud is unreachable
-  double prune_interval_s = 30;         // at most one prune request forwarded per interval
+  std::string policy = "utility";  // utility, lru, lfu
+  double half_life_s = 600;        // decay of request counts
+  double refresh_s = 5;            // cache content recomputed this often
+  double catalog_refresh_s = 30;   // catalog re-read from the cloud this often
+  double retry_max_s = 30;         // backoff cap of failed cache fills
+  double heartbeat_s = 1;          // the cloud's health checked this often
+  double prune_interval_s = 30;    // at most one prune request forwarded per interval
   int64_t probe_max_bytes = 8 << 20;
   infer::BatchOptions batching;
   std::string profiles_dir;
-  void Validate() const;                // UserError when out of range
+  void Validate() const;  // UserError when out of range
 };
 
 class Edge {

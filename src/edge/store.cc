@@ -77,17 +77,23 @@ Store::Store(const std::string& dir) : dir_(dir) {
   }
   try {
     sqlite3_busy_timeout(db_, 5000);
-    Exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
-         "CREATE TABLE IF NOT EXISTS cache(id TEXT PRIMARY KEY, sha256 TEXT NOT NULL,"
-         " bytes INTEGER NOT NULL);"
-         "CREATE TABLE IF NOT EXISTS demand(id TEXT PRIMARY KEY, count REAL, at REAL,"
-         " total REAL, last REAL);"
-         "CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL);");
+    Exec(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+        "CREATE TABLE IF NOT EXISTS cache(id TEXT PRIMARY KEY, sha256 TEXT NOT NULL,"
+        " bytes INTEGER NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS demand(id TEXT PRIMARY KEY, count REAL, at REAL,"
+        " total REAL, last REAL);"
+        "CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL);");
+    Verify();
   } catch (const std::exception& e) {
-    sqlite3_close(db_);
+    sqlite3_close(db_);  // the destructor does not run when the constructor throws
     throw UserError(db + ": " + e.what());
   }
-  // Verify the index against the files; remove what nothing indexes.
+}
+
+// Verifies the index against the files; removes what nothing indexes.
+void Store::Verify() {
+  std::error_code ec;
   std::set<std::string> kept;
   for (const CachedFile& f : Files()) {
     const std::string path = Path(f.sha256);
@@ -97,9 +103,13 @@ Store::Store(const std::string& dir) : dir_(dir) {
     else if (!fs::exists(path))
       problem = "file missing";
     else {
-      const std::string data = ReadFile(path);
-      if (static_cast<int64_t>(data.size()) != f.bytes || Sha256Hex(data) != f.sha256)
-        problem = "file corrupt (hash mismatch)";
+      try {
+        const std::string data = ReadFile(path);
+        if (static_cast<int64_t>(data.size()) != f.bytes || Sha256Hex(data) != f.sha256)
+          problem = "file corrupt (hash mismatch)";
+      } catch (const std::exception& e) {
+        problem = "file unreadable";
+      }
     }
     if (problem.empty()) {
       kept.insert(f.sha256 + ".onnx");
@@ -108,8 +118,8 @@ Store::Store(const std::string& dir) : dir_(dir) {
     problems_.push_back("cached model " + f.id + ": " + problem + "; dropped");
     Stmt(db_, "DELETE FROM cache WHERE id = ?").Bind(1, f.id).Step();
   }
-  for (const auto& e : fs::directory_iterator(fs::path(dir) / "blobs"))
-    if (!kept.count(e.path().filename().string())) fs::remove(e.path(), ec);
+  for (const auto& e : fs::directory_iterator(fs::path(dir_) / "blobs"))
+    if (!kept.count(e.path().filename().string())) fs::remove_all(e.path(), ec);
 }
 
 Store::~Store() { sqlite3_close(db_); }
@@ -190,7 +200,10 @@ std::map<std::string, ModelCache::Demand> Store::LoadDemand() const {
 
 void Store::SetValue(const std::string& key, const std::string& value) {
   std::lock_guard lock(mu_);
-  Stmt(db_, "INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)").Bind(1, key).Bind(2, value).Step();
+  Stmt(db_, "INSERT OR REPLACE INTO kv(key, value) VALUES(?, ?)")
+      .Bind(1, key)
+      .Bind(2, value)
+      .Step();
 }
 
 std::optional<std::string> Store::Value(const std::string& key) const {

@@ -49,6 +49,7 @@ class Store {
 
  private:
   void Exec(const std::string& sql) const;
+  void Verify();
 
   std::string dir_;
   sqlite3* db_ = nullptr;

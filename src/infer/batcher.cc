@@ -10,6 +10,7 @@ void BatchOptions::Validate() const {
   if (max_delay.count() < 0 || max_delay > std::chrono::seconds(1))
     throw UserError("max queue delay must be in 0..1 s");
   if (threads < 0) throw UserError("threads must be >= 0");
+  if (max_queue < max_batch) throw UserError("the inference queue must hold at least one batch");
 }
 
 struct Batcher::Model {
@@ -44,6 +45,8 @@ std::future<std::vector<float>> Batcher::Submit(std::vector<float> pixels, int64
   {
     std::lock_guard lock(mu_);
     if (stop_) throw std::logic_error("Batcher stopped");
+    if (queued_ + count > opts_.max_queue) throw Overloaded();
+    queued_ += count;
     queue_.push_back(std::move(job));
   }
   cv_.notify_all();
@@ -61,17 +64,13 @@ void Batcher::Loop() {
       if (opts_.enabled) {
         // Wait for a fuller batch, at most max_delay after the first job.
         const auto deadline = std::chrono::steady_clock::now() + opts_.max_delay;
-        auto queued = [&] {
-          int64_t n = 0;
-          for (const Job& j : queue_) n += j.count;
-          return n;
-        };
-        cv_.wait_until(lock, deadline, [&] { return stop_ || queued() >= opts_.max_batch; });
+        cv_.wait_until(lock, deadline, [&] { return stop_ || queued_ >= opts_.max_batch; });
       }
       int64_t images = 0;
-      while (!queue_.empty() &&
-             (batch.empty() || (opts_.enabled && images + queue_.front().count <= opts_.max_batch))) {
+      while (!queue_.empty() && (batch.empty() || (opts_.enabled && images + queue_.front().count <=
+                                                                        opts_.max_batch))) {
         images += queue_.front().count;
+        queued_ -= queue_.front().count;
         batch.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -85,8 +84,8 @@ void Batcher::Loop() {
       std::vector<float> probs(static_cast<size_t>(images * shape_.classes));
       {
         c10::InferenceMode guard;
-        torch::Tensor x = torch::from_blob(input.data(),
-                                           {images, shape_.channels, shape_.height, shape_.width});
+        torch::Tensor x =
+            torch::from_blob(input.data(), {images, shape_.channels, shape_.height, shape_.width});
         torch::Tensor p = torch::softmax(model_->net->forward(x), 1).contiguous();
         std::copy(p.data_ptr<float>(), p.data_ptr<float>() + probs.size(), probs.begin());
       }

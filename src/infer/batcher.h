@@ -24,8 +24,15 @@ struct BatchOptions {
   int64_t max_batch = 64;                        // images per forward pass
   std::chrono::microseconds max_delay{2000};     // extra wait for a fuller batch
   int threads = 0;                               // libtorch threads (0: all cores)
+  int64_t max_queue = 4096;                      // images waiting before Submit refuses
   std::function<void(int64_t images)> on_batch;  // called after every forward pass
   void Validate() const;                         // UserError when out of range
+};
+
+// Submit's refusal when `max_queue` images already wait.
+class Overloaded : public std::runtime_error {
+ public:
+  Overloaded() : std::runtime_error("the inference queue is full; try again shortly") {}
 };
 
 class Batcher {
@@ -36,7 +43,8 @@ class Batcher {
   ~Batcher();  // finishes queued work, then stops
 
   const InputShape& shape() const { return shape_; }
-  // Probabilities (count x classes) for `count` images of `pixels`.
+  // Probabilities (count x classes) for `count` images of `pixels`. Throws
+  // Overloaded when the queue is full.
   std::future<std::vector<float>> Submit(std::vector<float> pixels, int64_t count);
 
  private:
@@ -54,6 +62,7 @@ class Batcher {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Job> queue_;
+  int64_t queued_ = 0;  // images in queue_
   bool stop_ = false;
   std::thread worker_;
 };

@@ -55,7 +55,8 @@ InferRequest ParseInferRequest(const std::string& body, const InputShape& shape,
   const auto& dt = in["datatype"];
   if (dt != "FP32" && dt != "UINT8") Bad("inputs[0].datatype must be FP32 or UINT8");
   const auto& sh = in["shape"];
-  if (!sh.is_array() || sh.size() < 2 || sh.size() > 4) Bad("inputs[0].shape must have 2 to 4 dims");
+  if (!sh.is_array() || sh.size() < 2 || sh.size() > 4)
+    Bad("inputs[0].shape must have 2 to 4 dims");
   std::vector<int64_t> dims;
   for (const auto& d : sh) {
     if (!d.is_number_integer() || d.get<int64_t>() < 1 || d.get<int64_t>() > (1 << 24))
@@ -65,11 +66,11 @@ InferRequest ParseInferRequest(const std::string& body, const InputShape& shape,
   const int64_t n = dims[0];
   if (n > max_images) Bad("at most " + std::to_string(max_images) + " images per request");
   std::vector<int64_t> per(dims.begin() + 1, dims.end());
-  const bool ok = (per.size() == 3 && per[0] == shape.channels && per[1] == shape.height &&
-                   per[2] == shape.width) ||
-                  (per.size() == 1 && per[0] == shape.Pixels()) ||
-                  (per.size() == 2 && shape.channels == 1 && per[0] == shape.height &&
-                   per[1] == shape.width);
+  const bool ok =
+      (per.size() == 3 && per[0] == shape.channels && per[1] == shape.height &&
+       per[2] == shape.width) ||
+      (per.size() == 1 && per[0] == shape.Pixels()) ||
+      (per.size() == 2 && shape.channels == 1 && per[0] == shape.height && per[1] == shape.width);
   if (!ok)
     Bad("inputs[0].shape must be [N, " + std::to_string(shape.channels) + ", " +
         std::to_string(shape.height) + ", " + std::to_string(shape.width) + "]");
@@ -120,14 +121,15 @@ nlohmann::json InferResponse(const std::string& model, const InferRequest& req,
 }
 
 nlohmann::json ModelMetadata(const std::string& model, const InputShape& s) {
-  return {{"name", model},
-          {"versions", {"1"}},
-          {"platform", "pytorch_libtorch"},
-          {"inputs",
-           {{{"name", "input"}, {"datatype", "FP32"}, {"shape", {-1, s.channels, s.height, s.width}}}}},
-          {"outputs",
-           {{{"name", "label"}, {"datatype", "INT64"}, {"shape", {-1}}},
-            {{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {-1, s.classes}}}}}};
+  return {
+      {"name", model},
+      {"versions", {"1"}},
+      {"platform", "pytorch_libtorch"},
+      {"inputs",
+       {{{"name", "input"}, {"datatype", "FP32"}, {"shape", {-1, s.channels, s.height, s.width}}}}},
+      {"outputs",
+       {{{"name", "label"}, {"datatype", "INT64"}, {"shape", {-1}}},
+        {{"name", "probabilities"}, {"datatype", "FP32"}, {"shape", {-1, s.classes}}}}}};
 }
 
 }  // namespace da::infer

@@ -40,10 +40,22 @@ void BaseService::AddRoutes(httplib::Server& server) {
     const auto start = std::chrono::steady_clock::now();
     auto b = Require();
     InferRequest r = ParseInferRequest(req.body, b->shape(), 1024);
-    std::vector<float> probs = b->Submit(std::move(r.pixels), r.count).get();
+    std::future<std::vector<float>> done;
+    try {
+      done = b->Submit(std::move(r.pixels), r.count);
+    } catch (const Overloaded& e) {
+      res.set_header("Retry-After", "1");
+      throw HttpError(503, e.what());
+    }
+    if (done.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      res.set_header("Retry-After", "5");
+      throw HttpError(503, "inference did not finish within 30 s; try again later");
+    }
+    std::vector<float> probs = done.get();
     http::Json(res, InferResponse("base", r, probs, b->shape().classes));
-    metrics_.Observe("infer_latency_seconds",
-                     std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    metrics_.Observe(
+        "infer_latency_seconds",
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
   });
 }
 

@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/sha256.h"
 #include "context/predictor.h"
 #include "nn/model_dir.h"
 #include "nn/onnx_export.h"
@@ -62,13 +63,12 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
   nn::Net base = nn::LoadModelDir(in.base_dir);
   nlohmann::json inputs = {
       {"base", base->spec().ToJson()},
-      {"base_weights", std::to_string(std::hash<std::string>{}(
-                           ReadFile((fs::path(in.base_dir) / nn::kWeightsFile).string())))},
+      {"base_weights", Sha256Hex(ReadFile((fs::path(in.base_dir) / nn::kWeightsFile).string()))},
       {"method", MethodName(method)},
       {"contexts", ContextsJson(in.contexts)},
       {"standard", ContextsJson(in.standard)},
       {"search", opts.ToJson()},
-      {"table", std::to_string(std::hash<std::string>{}(in.table->ToJson().dump()))},
+      {"table", Sha256Hex(in.table->ToJson().dump())},
       {"data", in.data->dir},
       {"format", 2}};  // 2: metrics.json records reference_ms
   if (matched_steps) inputs["matched_steps"] = *matched_steps;
