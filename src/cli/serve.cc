@@ -79,6 +79,12 @@ void AddCloudOptions(CLI::App* cmd, CloudFlags& f) {
 // has its own --profiles and batching flags (serve shares the cloud's).
 void AddEdgeOptions(CLI::App* cmd, edge::EdgeConfig& c, bool standalone) {
   c.profiles_dir = SourcePath("profiles");
+  c.web_dir = SourcePath("web");
+  c.data_dir = nn::kFashionMnistDir;
+  cmd->add_option("--web", c.web_dir, "Browser files (demo, dashboard, SDK, onnxruntime-web)")
+      ->capture_default_str();
+  cmd->add_option("--samples", c.data_dir, "Dataset whose test images the demo shows")
+      ->capture_default_str();
   if (standalone) {
     cmd->add_option("--cloud", c.cloud_url, "The cloud's URL, e.g. http://127.0.0.1:8081")
         ->required();

@@ -10,6 +10,7 @@
 #include "common/sha256.h"
 #include "context/predictor.h"
 #include "edge/edge_impl.h"
+#include "nn/dataset.h"
 #include "repo/repo.h"
 
 namespace da::edge {
@@ -34,6 +35,22 @@ double WallSeconds() {
 }
 
 namespace {
+
+std::string Base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((in.size() + 2) / 3 * 4);
+  for (size_t i = 0; i < in.size(); i += 3) {
+    uint32_t v = uint32_t(uint8_t(in[i])) << 16;
+    if (i + 1 < in.size()) v |= uint32_t(uint8_t(in[i + 1])) << 8;
+    if (i + 2 < in.size()) v |= uint8_t(in[i + 2]);
+    out += t[(v >> 18) & 63];
+    out += t[(v >> 12) & 63];
+    out += i + 1 < in.size() ? t[(v >> 6) & 63] : '=';
+    out += i + 2 < in.size() ? t[v & 63] : '=';
+  }
+  return out;
+}
 
 // A metrics label per route (not per path: scanners must not grow the metrics).
 std::string Endpoint(const std::string& path) {
@@ -138,6 +155,7 @@ void Edge::Impl::Routes() {
     res.set_content(probe_bytes.substr(0, static_cast<size_t>(n)), "application/octet-stream");
   });
   base_service.AddRoutes(server);
+  WebRoutes();
 }
 
 nlohmann::json Edge::Impl::MatchRequest(nlohmann::json body) {
@@ -253,6 +271,100 @@ nlohmann::json Edge::Impl::Stats() {
           {"catalog_models", models.size()},
           {"prune_requests_forwarded", prune_sent.size()},
           {"degraded", degraded}};
+}
+
+void Edge::Impl::WebRoutes() {
+  using httplib::Request;
+  using httplib::Response;
+  server.Get("/v1/reference",
+             [this](const Request&, Response& res) { http::Json(res, Reference()); });
+  server.Get("/v1/samples", [this](const Request& req, Response& res) {
+    auto number = [&](const char* name, int64_t fallback) {
+      if (!req.has_param(name)) return fallback;
+      const std::string v = req.get_param_value(name);
+      try {
+        size_t used = 0;
+        const int64_t n = std::stoll(v, &used);
+        if (used == v.size() && n >= 0) return n;
+      } catch (const std::exception&) {
+      }
+      throw HttpError(400, std::string(name) + " must be a non-negative integer");
+    };
+    http::Json(res, Samples(number("offset", 0), number("count", 64)));
+  });
+  if (cfg.web_dir.empty()) return;
+  const fs::path w = cfg.web_dir;
+  web.Alias("/", (w / "demo" / "index.html").string());
+  web.Mount("/app/", (w / "demo").string(), false);
+  web.Mount("/sdk/", (w / "sdk").string(), false);
+  web.Mount("/ort/", (w / "node_modules" / "onnxruntime-web" / "dist").string(), false);
+  web.Mount("/lib/uplot/", (w / "node_modules" / "uplot" / "dist").string(), false);
+  web.AddRoutes(server);
+}
+
+// The model browsers time to measure their device: the smallest branch that
+// takes at least 1 ms on the reference runtime (the slowest, if none does):
+// tiny models are timed mostly as per-call overhead, and the measured
+// slowdown then wanders between visits. Its reference_ms (from the same
+// latency table the predictions use) turns the measured time into a slowdown.
+nlohmann::json Edge::Impl::Reference() {
+  std::lock_guard lock(mu);
+  if (models.empty()) throw HttpError(503, "no catalog yet: the cloud has not been reached");
+  const CatalogModel* best = nullptr;
+  for (const CatalogModel& m : models) {
+    const bool long_enough = m.reference_ms >= 1.0;
+    if (!best ||
+        (long_enough && (best->reference_ms < 1.0 || m.reference_ms < best->reference_ms)) ||
+        (!long_enough && best->reference_ms < 1.0 && m.reference_ms > best->reference_ms))
+      best = &m;
+  }
+  const nlohmann::json& rec = records.at(best->id);
+  return {{"model", best->id},
+          {"url", "/v1/models/" + best->id + ".onnx"},
+          {"sha256", rec.at("onnx").at("sha256")},
+          {"bytes", best->bytes},
+          {"reference_ms", best->reference_ms},
+          {"spec", rec.value("spec", nlohmann::json())}};
+}
+
+nlohmann::json Edge::Impl::Samples(int64_t offset, int64_t count) {
+  if (count > 1024) throw HttpError(400, "count must be at most 1024");
+  std::shared_ptr<const nlohmann::json> set;
+  {
+    std::lock_guard lock(samples_mu);
+    if (!sample_set) {
+      if (cfg.data_dir.empty()) throw HttpError(404, "this edge serves no sample images");
+      try {
+        const nn::Dataset d = nn::LoadDataset(cfg.data_dir);
+        nlohmann::json j = {{"dataset", d.name},
+                            {"classes", d.class_names},
+                            {"shape", {d.test.channels, d.test.height, d.test.width}},
+                            {"total", d.test.count},
+                            {"labels", d.test.labels},
+                            {"pixels", std::string(d.test.pixels.begin(), d.test.pixels.end())}};
+        sample_set = std::make_shared<const nlohmann::json>(std::move(j));
+      } catch (const std::exception& e) {
+        spdlog::error("edge: sample images: {}", e.what());
+        throw HttpError(503, "the sample images could not be loaded");
+      }
+    }
+    set = sample_set;
+  }
+  const int64_t total = (*set)["total"];
+  const int64_t begin = std::min(offset, total), end = std::min(total, offset + count);
+  const auto& shape = (*set)["shape"];
+  const int64_t per = shape[0].get<int64_t>() * shape[1].get<int64_t>() * shape[2].get<int64_t>();
+  const std::string& pixels = (*set)["pixels"].get_ref<const std::string&>();
+  std::vector<uint8_t> labels((*set)["labels"].begin() + begin, (*set)["labels"].begin() + end);
+  return {{"dataset", (*set)["dataset"]},
+          {"split", "test"},
+          {"classes", (*set)["classes"]},
+          {"shape", shape},
+          {"total", total},
+          {"offset", begin},
+          {"labels", labels},
+          {"pixels_base64", Base64(pixels.substr(static_cast<size_t>(begin * per),
+                                                 static_cast<size_t>((end - begin) * per)))}};
 }
 
 Edge::Edge(const EdgeConfig& config) : impl_(std::make_unique<Impl>(config)) {}

@@ -11,6 +11,9 @@
 //   POST /v1/cache/refresh          recompute the cache content now
 //   GET  /v1/probe?bytes=N          N bytes for bandwidth measurement (capped)
 //   GET  /healthz, /metrics, /v1/stats
+//   GET  /v1/reference              the model browsers time to measure their device
+//   GET  /v1/samples?offset=&count= test images with labels (the demo's grid)
+//   GET  /, /app/, /sdk/, /ort/, /lib/   the browser's files
 // State (cache index, request statistics, last catalog) lives in SQLite under
 // the state directory: a restart keeps it. With the cloud unreachable (a
 // heartbeat notices within seconds) the edge keeps matching among what it
@@ -39,6 +42,8 @@ struct EdgeConfig {
   int64_t probe_max_bytes = 8 << 20;
   infer::BatchOptions batching;
   std::string profiles_dir;
+  std::string web_dir;   // web/ of the repo: demo page, SDK, onnxruntime-web ("" : none)
+  std::string data_dir;  // dataset whose test images /v1/samples serves ("" : none)
   void Validate() const;  // UserError when out of range
 };
 

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "common/http.h"
+#include "common/static_files.h"
 #include "context/context.h"
 #include "edge/cache.h"
 #include "edge/cloud_link.h"
@@ -37,6 +38,9 @@ struct Edge::Impl {
   nlohmann::json MatchRequest(nlohmann::json body);
   void Download(const httplib::Request& req, httplib::Response& res, const std::string& id);
   nlohmann::json Stats();
+  nlohmann::json Reference();
+  nlohmann::json Samples(int64_t offset, int64_t count);
+  void WebRoutes();
 
   // edge_worker.cc.
   // The model file for `id` (fetched from the cloud once however many ask at
@@ -82,6 +86,10 @@ struct Edge::Impl {
 
   std::mutex io_mu;
   std::thread worker;
+
+  http::StaticFiles web;
+  std::mutex samples_mu;
+  std::shared_ptr<const nlohmann::json> sample_set;  // test images, loaded on first use
 
   std::shared_ptr<infer::Batcher> Base() {
     std::lock_guard lock(mu);

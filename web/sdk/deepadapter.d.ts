@@ -1,0 +1,45 @@
+// Types of the DeepAdapter browser SDK (deepadapter.js).
+export type ErrorCode = 'edge-unreachable' | 'edge-error' | 'hash-mismatch' | 'wasm-unavailable' | 'bad-input' | 'insecure-context';
+export class DeepAdapterError extends Error {
+  code: ErrorCode;
+}
+export interface Options {
+  budgetMs?: number;        // latency budget per inference (50)
+  inferences?: number;      // expected inferences per model download (100)
+  ort?: unknown;            // an onnxruntime-web module (default: the edge's copy)
+  rematchEveryMs?: number;  // background network re-measurement (60000; 0: never)
+  margin?: number;          // relative network change that triggers a new match (0.3)
+  probeBytes?: number;      // bandwidth probe size (262144)
+  timeoutMs?: number;       // per request to the edge (10000)
+  threshold?: number;       // overrides the model's confidence threshold (> 1: always the edge)
+}
+export interface Context { slowdown: number; downlink_kbps: number; rtt_ms: number; measured_ms: number; reference_model: string; hint: object | null }
+export interface Match {
+  model: string; url: string; bytes: number; sha256: string; threshold: number; val_accuracy: number;
+  spec: { family: string; stages: number[][]; input: [number, number, number]; classes: number; hidden?: number };
+  predicted: { latency_ms: number; download_ms: number; compute_ms: number; energy_mj: number };
+  meets_budget: boolean; ideal: string; ideal_cached: boolean; cached: boolean; degraded: boolean; load_ms?: number;
+}
+export interface Result {
+  label: number; probabilities: Float32Array; ranOn: 'device' | 'edge'; confident: boolean;
+  model: string; threshold: number; deviceLabel?: number; edgeError?: string;
+  times: { inferenceMs: number; edgeMs?: number; totalMs?: number };
+}
+export type Event = { type: 'rematch'; context: Context; match: Match; swapped: boolean } | { type: 'edge-down' } | { type: 'edge-up' };
+export class DeepAdapter {
+  static connect(edgeUrl: string, options?: Options): Promise<DeepAdapter>;
+  readonly edge: string;
+  options: Required<Omit<Options, 'ort' | 'threshold'>> & Pick<Options, 'ort' | 'threshold'>;
+  context: Context;
+  match: Match;
+  edgeReachable: boolean;
+  readonly inputShape: [number, number, number];
+  on(fn: (e: Event) => void): () => void;
+  measureNetwork(): Promise<Pick<Context, 'downlink_kbps' | 'rtt_ms' | 'hint'>>;
+  measureDevice(): Promise<Pick<Context, 'slowdown' | 'measured_ms' | 'reference_model'>>;
+  measure(): Promise<Context>;
+  classify(input: ImageData | HTMLCanvasElement | Float32Array): Promise<Result>;
+  setBudget(ms: number): Promise<Match>;
+  rematchIfMoved(): Promise<boolean>;
+  close(): Promise<void>;
+}

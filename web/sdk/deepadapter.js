@@ -1,0 +1,371 @@
+// DeepAdapter browser SDK: measures the visitor's context, gets the branch
+// model the edge matches to it, runs it in the page with onnxruntime-web, and
+// asks the edge's base model when the page's answer is not confident.
+//
+//   import { DeepAdapter } from '/sdk/deepadapter.js';
+//   const da = await DeepAdapter.connect('https://edge.example', { budgetMs: 30 });
+//   const r = await da.classify(canvas);   // {label, probabilities, ranOn, model, times, ...}
+
+/** Every failure of the SDK: `code` says which, `message` says what to do. */
+export class DeepAdapterError extends Error {
+  constructor(code, message, cause) {
+    super(message);
+    this.name = 'DeepAdapterError';
+    this.code = code; // 'edge-unreachable' | 'edge-error' | 'hash-mismatch' | 'wasm-unavailable' | 'bad-input' | 'insecure-context'
+    if (cause) this.cause = cause;
+  }
+}
+
+const CACHE = 'deepadapter-models-v1';
+const now = () => performance.now();
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[s.length >> 1];
+};
+
+async function sha256Hex(bytes) {
+  if (!globalThis.crypto?.subtle)
+    throw new DeepAdapterError('insecure-context', 'WebCrypto is unavailable: serve the page over HTTPS (or from localhost)');
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
+  return Array.from(d, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
+export class DeepAdapter {
+  /**
+   * Measures the context, matches, downloads (verified, cached) and opens the
+   * model. Options: budgetMs (50), inferences (100: expected inferences per
+   * download), ort (an onnxruntime-web module; default: the edge's copy),
+   * rematchEveryMs (60000; 0: never), margin (0.3: relative change of the
+   * network that triggers a new match), probeBytes (262144), timeoutMs (10000),
+   * threshold (overrides the model's: the confidence below which the edge answers;
+   * above 1: always the edge).
+   */
+  static async connect(edgeUrl, options = {}) {
+    const da = new DeepAdapter(edgeUrl, options);
+    await da.#start();
+    return da;
+  }
+
+  constructor(edgeUrl, options) {
+    this.edge = new URL(edgeUrl, globalThis.location?.href).href.replace(/\/$/, '');
+    this.options = {
+      budgetMs: 50, inferences: 100, rematchEveryMs: 60000, margin: 0.3,
+      probeBytes: 256 << 10, timeoutMs: 10000, ...options,
+    };
+    this.context = null; // {slowdown, downlink_kbps, rtt_ms, hint}
+    this.match = null; // the edge's answer to /v1/match
+    this.edgeReachable = true;
+    this.listeners = new Set();
+    this.#session = null;
+  }
+
+  #ort = null;
+  #session = null; // {session, match, inflight, retired}
+  #timer = null;
+  #onConnection = null;
+  #rematching = null;
+
+  /** Calls `fn(event)` on 'rematch', 'edge-down', 'edge-up'. Returns an unsubscribe function. */
+  on(fn) {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+  #emit(type, detail) {
+    for (const fn of this.listeners) fn({ type, ...detail });
+  }
+
+  async #start() {
+    this.#ort = this.options.ort ?? (await this.#loadOrt());
+    const env = this.#ort.env;
+    env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+    env.logLevel = 'error';
+    if (!this.options.ort) env.wasm.wasmPaths = `${this.edge}/ort/`;
+    this.context = await this.measure();
+    await this.#matchAndLoad();
+    if (this.options.rematchEveryMs > 0)
+      this.#timer = setInterval(() => this.rematchIfMoved().catch(() => {}), this.options.rematchEveryMs);
+    const conn = navigator.connection;
+    if (conn?.addEventListener) {
+      this.#onConnection = () => this.rematchIfMoved().catch(() => {});
+      conn.addEventListener('change', this.#onConnection);
+    }
+  }
+
+  async #loadOrt() {
+    try {
+      return await import(/* webpackIgnore: true */ `${this.edge}/ort/ort.wasm.min.mjs`);
+    } catch (e) {
+      throw new DeepAdapterError('wasm-unavailable', `cannot load onnxruntime-web from the edge: ${e.message}`, e);
+    }
+  }
+
+  async #fetch(path, init = {}) {
+    const ctrl = new AbortController();
+    const t = setTimeout(() => ctrl.abort(), this.options.timeoutMs);
+    let res;
+    try {
+      res = await fetch(path.startsWith('http') ? path : this.edge + path, { ...init, signal: ctrl.signal });
+    } catch (e) {
+      this.#setReachable(false);
+      throw new DeepAdapterError('edge-unreachable', `the edge at ${this.edge} is unreachable (${e.message})`, e);
+    } finally {
+      clearTimeout(t);
+    }
+    this.#setReachable(true);
+    if (!res.ok && res.status !== 304) {
+      let why = `${res.status}`;
+      try {
+        why = (await res.json()).error ?? why;
+      } catch {}
+      throw new DeepAdapterError('edge-error', `${init.method ?? 'GET'} ${path}: ${why}`);
+    }
+    return res;
+  }
+
+  #setReachable(ok) {
+    if (ok === this.edgeReachable) return;
+    this.edgeReachable = ok;
+    this.#emit(ok ? 'edge-up' : 'edge-down', {});
+  }
+
+  /** The network: RTT from empty probes, downlink from large ones (medians). */
+  async measureNetwork() {
+    const rtts = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = now();
+      await (await this.#fetch(`/v1/probe?bytes=0&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer();
+      rtts.push(now() - t0);
+    }
+    const rtt = median(rtts);
+    const n = this.options.probeBytes, rates = [];
+    for (let i = 0; i < 3; i++) {
+      const t0 = now();
+      const got = (await (await this.#fetch(`/v1/probe?bytes=${n}&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer()).byteLength;
+      const ms = Math.max(0.05, now() - t0 - rtt);
+      rates.push((got * 8) / ms); // bits per ms = kbit/s
+    }
+    const conn = navigator.connection;
+    return {
+      downlink_kbps: Math.max(1, median(rates)),
+      rtt_ms: Math.max(0.1, rtt),
+      hint: conn ? { effectiveType: conn.effectiveType, downlink_mbps: conn.downlink, rtt_ms: conn.rtt } : null,
+    };
+  }
+
+  /**
+   * The device: the median time of the edge's reference model (its smallest
+   * branch) here, over its time on the reference runtime.
+   */
+  async measureDevice() {
+    const ref = await (await this.#fetch('/v1/reference')).json();
+    const bytes = await this.#model(ref.url, ref.sha256);
+    const session = await this.#open(bytes);
+    try {
+      const dims = [1, ...ref.spec.input];
+      const x = new this.#ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(0.5), dims);
+      for (let i = 0; i < 3; i++) await session.run({ input: x });
+      const times = [];
+      const t0 = now();
+      while (times.length < 15 || (now() - t0 < 300 && times.length < 200)) {
+        const t = now();
+        await session.run({ input: x });
+        times.push(now() - t);
+      }
+      const ms = median(times);
+      return { slowdown: Math.min(100, Math.max(0.05, ms / ref.reference_ms)), reference_model: ref.model, measured_ms: ms };
+    } finally {
+      await session.release();
+    }
+  }
+
+  /** Measures both; the result is what /v1/match receives. */
+  async measure() {
+    const net = await this.measureNetwork();
+    const dev = await this.measureDevice();
+    return { ...dev, ...net };
+  }
+
+  async #matchAndLoad() {
+    const c = this.context;
+    const body = {
+      slowdown: c.slowdown, downlink_kbps: c.downlink_kbps, uplink_kbps: c.downlink_kbps,
+      rtt_ms: c.rtt_ms, budget_ms: this.options.budgetMs, inferences: this.options.inferences,
+    };
+    const m = await (await this.#fetch('/v1/match', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+    })).json();
+    if (this.#session && this.#session.match.model === m.model) {
+      this.match = m;
+      return false;
+    }
+    const t0 = now();
+    const bytes = await this.#model(m.url, m.sha256);
+    const loadMs = now() - t0;
+    const session = await this.#open(bytes);
+    const old = this.#session;
+    this.#session = { session, match: m, inflight: 0, retired: false };
+    this.match = { ...m, load_ms: loadMs };
+    if (old) this.#retire(old);
+    return true;
+  }
+
+  #retire(s) {
+    s.retired = true;
+    if (s.inflight === 0) s.session.release();
+  }
+
+  /** Re-measures the network; matches again (and swaps models) when it moved past the margin. */
+  async rematchIfMoved() {
+    if (this.#rematching) return this.#rematching;
+    this.#rematching = (async () => {
+      const net = await this.measureNetwork();
+      const moved = (a, b) => Math.abs(Math.log(a / b)) > Math.log(1 + this.options.margin);
+      if (!moved(net.downlink_kbps, this.context.downlink_kbps) && !moved(net.rtt_ms, this.context.rtt_ms)) return false;
+      this.context = { ...this.context, ...net };
+      const swapped = await this.#matchAndLoad();
+      this.#emit('rematch', { context: this.context, match: this.match, swapped });
+      return swapped;
+    })().finally(() => (this.#rematching = null));
+    return this.#rematching;
+  }
+
+  /** A new latency budget: matches again now. */
+  async setBudget(ms) {
+    this.options.budgetMs = ms;
+    const swapped = await this.#matchAndLoad();
+    this.#emit('rematch', { context: this.context, match: this.match, swapped });
+    return this.match;
+  }
+
+  // The model file: from Cache Storage when there (hash checked), else downloaded and cached.
+  async #model(url, sha) {
+    const full = this.edge + url;
+    const cache = globalThis.caches ? await caches.open(CACHE) : null;
+    const hit = await cache?.match(full);
+    if (hit) {
+      const bytes = await hit.arrayBuffer();
+      if ((await sha256Hex(bytes)) === sha) return bytes;
+      await cache.delete(full);
+    }
+    const bytes = await (await this.#fetch(url)).arrayBuffer();
+    const got = await sha256Hex(bytes);
+    if (got !== sha) throw new DeepAdapterError('hash-mismatch', `${url}: sha256 ${got}, expected ${sha}`);
+    await cache?.put(full, new Response(bytes, { headers: { 'Content-Type': 'application/octet-stream' } }));
+    return bytes;
+  }
+
+  async #open(bytes) {
+    try {
+      return await this.#ort.InferenceSession.create(new Uint8Array(bytes), {
+        executionProviders: ['wasm'], graphOptimizationLevel: 'all',
+      });
+    } catch (e) {
+      throw new DeepAdapterError('wasm-unavailable', `onnxruntime-web cannot run the model: ${e.message}`, e);
+    }
+  }
+
+  /** The model's input [C, H, W]. */
+  get inputShape() {
+    return this.#session.match.spec.input;
+  }
+
+  // Pixels / 255 in NCHW, and the exact bytes when the input was an image.
+  #pixels(input) {
+    const [C, H, W] = this.inputShape;
+    if (input instanceof Float32Array) {
+      if (input.length !== C * H * W) throw new DeepAdapterError('bad-input', `expected ${C}x${H}x${W} = ${C * H * W} floats, got ${input.length}`);
+      return { x: input, bytes: null };
+    }
+    let img = input;
+    if (typeof HTMLCanvasElement !== 'undefined' && input instanceof HTMLCanvasElement) {
+      const c = document.createElement('canvas');
+      c.width = W, c.height = H;
+      const g = c.getContext('2d');
+      g.drawImage(input, 0, 0, W, H);
+      img = g.getImageData(0, 0, W, H);
+    }
+    if (!(typeof ImageData !== 'undefined' && img instanceof ImageData))
+      throw new DeepAdapterError('bad-input', 'classify takes an ImageData, a canvas or a Float32Array');
+    if (img.width !== W || img.height !== H) throw new DeepAdapterError('bad-input', `the image must be ${W}x${H}, not ${img.width}x${img.height}`);
+    const x = new Float32Array(C * H * W), bytes = new Uint8Array(C * H * W);
+    for (let p = 0; p < H * W; p++) {
+      for (let ch = 0; ch < C; ch++) {
+        const v = C === 1 ? Math.round((img.data[4 * p] + img.data[4 * p + 1] + img.data[4 * p + 2]) / 3) : img.data[4 * p + ch];
+        bytes[ch * H * W + p] = v;
+        x[ch * H * W + p] = v / 255;
+      }
+    }
+    return { x, bytes };
+  }
+
+  /**
+   * Classifies one image in the page; below the model's threshold the edge's
+   * base model answers instead. With the edge unreachable the page's answer is
+   * returned, marked `confident: false`.
+   */
+  async classify(input) {
+    const s = this.#session;
+    const { x, bytes } = this.#pixels(input);
+    const [C, H, W] = this.inputShape;
+    s.inflight++;
+    let probs, inferenceMs;
+    try {
+      const t0 = now();
+      const out = await s.session.run({ input: new this.#ort.Tensor('float32', x, [1, C, H, W]) });
+      inferenceMs = now() - t0;
+      probs = softmax(out.logits.data);
+    } finally {
+      if (--s.inflight === 0 && s.retired) s.session.release();
+    }
+    const label = argmax(probs);
+    const threshold = this.options.threshold ?? s.match.threshold;
+    const base = { model: s.match.model, threshold, times: { inferenceMs } };
+    if (probs[label] >= threshold) return { ...base, ranOn: 'device', label, probabilities: probs, confident: true };
+    try {
+      const t0 = now();
+      const r = await this.#askEdge(x, bytes, [C, H, W]);
+      const edgeMs = now() - t0;
+      return { ...base, ranOn: 'edge', label: r.label, probabilities: r.probabilities, confident: true,
+               deviceLabel: label, times: { inferenceMs, edgeMs, totalMs: inferenceMs + edgeMs } };
+    } catch (e) {
+      return { ...base, ranOn: 'device', label, probabilities: probs, confident: false, edgeError: e.message };
+    }
+  }
+
+  async #askEdge(x, bytes, shape) {
+    const input = bytes
+      ? { name: 'input', shape: [1, ...shape], datatype: 'UINT8', data: Array.from(bytes) }
+      : { name: 'input', shape: [1, ...shape], datatype: 'FP32', data: Array.from(x) };
+    const res = await this.#fetch('/v2/models/base/infer', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ inputs: [input], outputs: [{ name: 'label' }, { name: 'probabilities' }] }),
+    });
+    const j = await res.json();
+    const out = Object.fromEntries(j.outputs.map((o) => [o.name, o.data]));
+    return { label: Number(out.label[0]), probabilities: Float32Array.from(out.probabilities) };
+  }
+
+  /** Stops background re-matching and frees the model. */
+  async close() {
+    clearInterval(this.#timer);
+    if (this.#onConnection) navigator.connection.removeEventListener('change', this.#onConnection);
+    if (this.#session) this.#retire(this.#session);
+    this.#session = null;
+  }
+}
+
+function softmax(logits) {
+  let m = -Infinity;
+  for (const v of logits) m = Math.max(m, v);
+  const p = new Float32Array(logits.length);
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += p[i] = Math.exp(logits[i] - m);
+  for (let i = 0; i < p.length; i++) p[i] /= sum;
+  return p;
+}
+
+function argmax(p) {
+  let k = 0;
+  for (let i = 1; i < p.length; i++) if (p[i] > p[k]) k = i;
+  return k;
+}

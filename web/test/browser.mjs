@@ -1,0 +1,138 @@
+// Browser tests: Debian's Chromium (playwright-core), headless, against a real
+// `deepadapter serve` on loopback with a tiny family built here.
+// usage: node web/test/browser.mjs path/to/deepadapter [OUT_DIR]
+// Exit code 0 when every check passed; screenshots land in OUT_DIR.
+import { chromium } from 'playwright-core';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+const [bin, outArg] = process.argv.slice(2);
+if (!bin) {
+  console.error('usage: node browser.mjs DEEPADAPTER [OUT_DIR]');
+  process.exit(2);
+}
+const tmp = mkdtempSync(join(tmpdir(), 'da-browser-'));
+const out = outArg ?? join(tmp, 'screenshots');
+mkdirSync(out, { recursive: true });
+let failures = 0;
+const check = (ok, what) => {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
+  if (!ok) failures++;
+};
+const cli = (...args) => execFileSync(bin, args, { stdio: ['ignore', 'pipe', 'inherit'] }).toString();
+
+// A tiny base and two branches: one for slow networks, one for fast devices.
+writeFileSync(join(tmp, 'ctx.json'), JSON.stringify({ contexts: [
+  { name: 'net', device: 'low', network: '3g', budget_ms: 22, inferences: 100 },
+  { name: 'cpu', device: 'high', network: 'wifi', budget_ms: 0.5, inferences: 100 },
+] }));
+cli('train', '--widths', '8/16/16 fc16', '--epochs', '2', '--limit', '5000', '--out', join(tmp, 'base'));
+cli('prune', '--base', join(tmp, 'base'), '--contexts', join(tmp, 'ctx.json'), '--out', join(tmp, 'family'),
+    '--limit', '500', '--short-steps', '2', '--long-epochs', '0', '--val-images', '200');
+const N = 100;
+const predictions = {};
+for (const [id, dir] of [['base', 'base'], ['net', 'branches/net'], ['cpu', 'branches/cpu']]) {
+  const file = join(tmp, `pred-${id}.json`);
+  cli('eval', join(tmp, 'family', dir), '--limit', String(N), '--predictions', file);
+  predictions[id] = JSON.parse(readFileSync(file, 'utf8'));
+}
+
+const server = spawn(bin, ['serve', '--repo', join(tmp, 'repo'), '--family', join(tmp, 'family'),
+  '--state', join(tmp, 'state'), '--port', '0', '--cloud-port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
+let log = '';
+server.stdout.on('data', (d) => (log += d));
+server.stderr.on('data', (d) => (log += d));
+const edge = await new Promise((resolve, reject) => {
+  const t = setInterval(() => {
+    const m = log.match(/^edge:\s+(http:\/\/[0-9.:]+)\//m);
+    if (m) { clearInterval(t); resolve(m[1]); }
+  }, 100);
+  setTimeout(() => { clearInterval(t); reject(new Error(`serve did not start:\n${log}`)); }, 30000);
+});
+const metric = async (prefix) => {
+  const text = await (await fetch(`${edge}/metrics`)).text();
+  return text.split('\n').filter((l) => l.startsWith(prefix)).reduce((s, l) => s + Number(l.split(' ').pop()), 0);
+};
+for (let i = 0; i < 100; i++) {  // the edge has its catalog and base model
+  const h = await (await fetch(`${edge}/healthz`)).json();
+  if (h.base_ready && h.catalog_models > 0) break;
+  await new Promise((r) => setTimeout(r, 100));
+}
+
+const browser = await chromium.launch({
+  executablePath: '/usr/bin/chromium', headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--disable-quic'],
+});
+try {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 1000 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e.message));
+  let modelDownloads = 0;
+  const downloaded = [];
+  page.on('request', (r) => {
+    const path = new URL(r.url()).pathname;
+    if (/^\/v1\/models\/.*\.onnx$/.test(path)) modelDownloads++, downloaded.push(path);
+  });
+  await page.goto(`${edge}/?budget=30`);
+  await page.evaluate(() => window.demo.ready);
+  const matched = await page.evaluate(() => ({ match: window.demo.da.match, context: window.demo.da.context }));
+  console.log(`context: slowdown ${matched.context.slowdown.toFixed(2)}, downlink ${matched.context.downlink_kbps.toFixed(0)} kbit/s, rtt ${matched.context.rtt_ms.toFixed(1)} ms; matched ${matched.match.model}`);
+  check(modelDownloads >= 1, `the first visit downloads its models (${modelDownloads})`);
+
+  const fallbacksBefore = await metric('infer_latency_seconds_count');
+  await page.evaluate((n) => window.demo.loadSamples(0, n), N);
+  const results = await page.evaluate(async () => { await window.demo.classifyAll(); return window.demo.results(); });
+  check(results.length >= 100, `the demo classified ${results.length} test images`);
+  const device = results.filter((r) => r.ranOn === 'device'), onEdge = results.filter((r) => r.ranOn === 'edge');
+  const agree = (rs, pred) => rs.filter((r) => r.label === pred.labels[r.index]).length;
+  const deviceAgree = device.length ? agree(device, predictions[matched.match.model]) / device.length : 1;
+  check(deviceAgree >= 0.99, `device answers agree with libtorch on ${matched.match.model}: ${(100 * deviceAgree).toFixed(1)}% of ${device.length}`);
+  const edgeAgree = onEdge.length ? agree(onEdge, predictions.base) / onEdge.length : 1;
+  check(edgeAgree >= 0.99, `edge answers agree with libtorch on the base: ${(100 * edgeAgree).toFixed(1)}% of ${onEdge.length}`);
+  const accuracy = results.filter((r) => r.label === r.truth).length / results.length;
+  console.log(`accuracy ${(100 * accuracy).toFixed(1)}%, offloaded ${(100 * onEdge.length / results.length).toFixed(1)}%`);
+  // Low confidence (here: every answer, threshold above 1) goes to the edge,
+  // whose answers are the base model's, and the edge counts them.
+  const forced = await page.evaluate(async () => {
+    window.demo.da.options.threshold = 1.01;
+    await window.demo.loadSamples(0, 20);
+    await window.demo.classifyAll();
+    window.demo.da.options.threshold = undefined;
+    return window.demo.results();
+  });
+  const forcedEdge = forced.filter((r) => r.ranOn === 'edge');
+  check(forcedEdge.length === forced.length && forced.length === 20, `low-confidence answers come from the edge (${forcedEdge.length} of ${forced.length})`);
+  check(agree(forcedEdge, predictions.base) >= 0.99 * forcedEdge.length, 'and agree with libtorch on the base model');
+  const counted = (await metric('infer_latency_seconds_count')) - fallbacksBefore;
+  check(counted >= onEdge.length + forcedEdge.length, `the edge counted the ${onEdge.length + forcedEdge.length} fallbacks in its metrics (${counted})`);
+  await page.screenshot({ path: join(out, 'demo.png'), fullPage: true });
+
+  // A second visit: the models it already has come from Cache Storage.
+  const first = new Set(downloaded);
+  downloaded.length = 0;
+  await page.reload();
+  await page.evaluate(() => window.demo.ready);
+  const again = await page.evaluate(() => window.demo.da.match.model);
+  check(downloaded.every((p) => !first.has(p)),
+        `a second visit downloads no model it already has (first: ${[...first].join(' ')}; second: ${downloaded.join(' ') || 'none'}; matched ${again})`);
+
+  // The edge stops: answers go on locally.
+  server.kill('SIGTERM');
+  await new Promise((r) => server.once('exit', r));
+  const after = await page.evaluate(async () => {
+    await window.demo.classifyAll().catch(() => {});
+    return window.demo.results();
+  });
+  check(after.length > 0 && after.every((r) => r.ranOn === 'device'), `with the edge down ${after.length} answers came from the device`);
+  check(errors.length === 0, `no page errors${errors.length ? ': ' + errors.join('; ') : ''}`);
+} finally {
+  await browser.close();
+  server.kill('SIGKILL');
+  if (!failures) rmSync(tmp, { recursive: true, force: true });
+}
+console.log(failures ? `${failures} check(s) failed` : 'all browser checks passed');
+process.exit(failures ? 1 : 0);
