@@ -37,28 +37,10 @@ void AddEval(CLI::App& app) {
                       f->data);
     if (f->limit > 0) data.test = data.test.First(f->limit);
     net->ToChannelsLast();
-    if (!f->predictions.empty()) {
-      net->eval();
-      torch::NoGradGuard g;
-      nlohmann::json labels = nlohmann::json::array(), top = nlohmann::json::array();
-      for (int64_t b = 0; b < data.test.count; b += 500) {
-        const nn::Images part = data.test.Slice(b, std::min(data.test.count, b + 500));
-        torch::Tensor x =
-            torch::from_blob(const_cast<uint8_t*>(part.pixels.data()),
-                             {part.count, part.channels, part.height, part.width}, torch::kUInt8)
-                .to(torch::kFloat32)
-                .div(255)
-                .contiguous(torch::MemoryFormat::ChannelsLast);
-        torch::Tensor p = torch::softmax(net->forward(x), 1);
-        auto [best, arg] = p.max(1);
-        for (int64_t i = 0; i < part.count; ++i) {
-          labels.push_back(arg[i].item<int64_t>());
-          top.push_back(best[i].item<double>());
-        }
-      }
-      WriteFileAtomic(f->predictions, nlohmann::json{{"labels", labels}, {"top", top}}.dump());
-    }
     nn::EvalResult r = nn::Evaluate(net, data.test, data.Classes());
+    if (!f->predictions.empty())
+      WriteFileAtomic(f->predictions,
+                      nlohmann::json{{"labels", r.predicted}, {"top", r.top}}.dump());
     std::printf("model          %s\n", f->dir.c_str());
     std::printf("spec           %s\n", spec.Summary().c_str());
     std::printf("test accuracy  %.2f%%  (%lld %s test images)\n", 100 * r.accuracy,

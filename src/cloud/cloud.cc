@@ -228,8 +228,7 @@ struct Cloud::Impl {
     PruneRequest r;
     r.id = id;
     r.context = c.ToJson();
-    if (auto it = requests.find(id); it != requests.end())  // failed before: forget that
-      std::erase(finished, id);
+    if (requests.count(id)) std::erase(finished, id);  // failed before: forget that
     requests[id] = r;
     queue.push_back(id);
     SaveRequests();

@@ -28,9 +28,9 @@ void ServerOptions::Validate() const {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr size_t kHeadBytes = 64 << 10;                   // request line + headers
-constexpr auto kSlowAfter = std::chrono::seconds(1);      // a request still arriving is slow
-constexpr auto kKeepAliveIdle = std::chrono::seconds(2);  // idle wait for the next request
+constexpr double kWriteTimeoutS = 10;                 // a client must take each write within this
+constexpr size_t kHeadBytes = 64 << 10;               // request line + headers
+constexpr auto kSlowAfter = std::chrono::seconds(1);  // a request still arriving is slow
 
 // What went wrong with the request being read on this thread's connection
 // (one thread serves a connection), for the error handler's message.
@@ -58,7 +58,7 @@ class GuardedStream : public httplib::Stream {
   bool buffered() const { return off_ < len_; }
 
   bool is_readable() const override { return buffered() || Poll(POLLIN, o_.request_timeout_s) > 0; }
-  bool is_writable() const override { return Poll(POLLOUT, 10) > 0; }
+  bool is_writable() const override { return Poll(POLLOUT, kWriteTimeoutS) > 0; }
   ssize_t read(char* ptr, size_t size) override {
     if (!buffered() && !Fill()) return -1;
     const size_t n = std::min(size, len_ - off_);
@@ -151,6 +151,9 @@ class GuardedStream : public httplib::Stream {
 
 Server::Server(const ServerOptions& o) : opts_(o) {
   opts_.Validate();
+  // Our connection loop below honours these; httplib announces them in Keep-Alive.
+  set_keep_alive_max_count(100);
+  set_keep_alive_timeout(2);
   // Compressed bodies are refused before their body is read (the routing
   // handlers run after it); the connection is closed after the answer.
   set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
@@ -171,10 +174,10 @@ bool Server::process_and_close_socket(socket_t sock) {
   ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
   {
     GuardedStream strm(sock, opts_, slow_);
-    for (int left = 100; left > 0 && svr_sock_ != INVALID_SOCKET; --left) {
+    for (size_t left = keep_alive_max_count_; left > 0 && svr_sock_ != INVALID_SOCKET; --left) {
       // Wait for the next request (keep-alive), watching for stop().
       bool ready = strm.buffered();
-      for (auto until = Clock::now() + kKeepAliveIdle;
+      for (auto until = Clock::now() + std::chrono::seconds(keep_alive_timeout_sec_);
            !ready && svr_sock_ != INVALID_SOCKET && Clock::now() < until;) {
         pollfd p{sock, POLLIN, 0};
         ready = ::poll(&p, 1, 100) > 0;
@@ -214,15 +217,33 @@ nlohmann::json JsonBody(const httplib::Request& req) {
   return j;
 }
 
-void ServeImmutable(const httplib::Request& req, httplib::Response& res, const std::string& path,
-                    const std::string& sha256, const std::string& content_type) {
+int64_t IntParam(const httplib::Request& req, const std::string& name, int64_t fallback, int64_t lo,
+                 int64_t hi) {
+  if (!req.has_param(name.c_str())) return fallback;
+  const std::string v = req.get_param_value(name.c_str());
+  try {
+    size_t used = 0;
+    const int64_t n = std::stoll(v, &used);
+    if (used == v.size() && n >= lo && n <= hi) return n;
+  } catch (const std::exception&) {
+  }
+  throw HttpError(
+      400, name + " must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi));
+}
+
+bool NotModified(const httplib::Request& req, httplib::Response& res, const std::string& sha256,
+                 const std::string& cache_control) {
   const std::string etag = "\"" + sha256 + "\"";
   res.set_header("ETag", etag);
-  res.set_header("Cache-Control", "public, max-age=31536000, immutable");
-  if (req.get_header_value("If-None-Match") == etag) {
-    res.status = 304;
-    return;
-  }
+  res.set_header("Cache-Control", cache_control);
+  if (req.get_header_value("If-None-Match") != etag) return false;
+  res.status = 304;
+  return true;
+}
+
+void ServeImmutable(const httplib::Request& req, httplib::Response& res, const std::string& path,
+                    const std::string& sha256, const std::string& content_type) {
+  if (NotModified(req, res, sha256)) return;
   res.status = 200;
   res.set_content(ReadFile(path), content_type);
 }
@@ -234,9 +255,6 @@ void Configure(Server& server, const ServerOptions& o, Metrics& metrics,
   const int threads = o.threads;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server.set_payload_max_length(o.max_body_bytes);
-  server.set_read_timeout(10);
-  server.set_write_timeout(10);
-  server.set_keep_alive_timeout(2);
   server.set_exception_handler(
       [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
         try {

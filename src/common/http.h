@@ -45,8 +45,20 @@ class Server : public httplib::Server {
 void Json(httplib::Response& res, const nlohmann::json& body, int status = 200);
 void Error(httplib::Response& res, int status, const std::string& message);
 
+inline constexpr const char* kImmutable = "public, max-age=31536000, immutable";
+
 // The body as a JSON object; HttpError(400) when it is not.
 nlohmann::json JsonBody(const httplib::Request& req);
+
+// Query parameter `name` as an integer in [lo, hi]; `fallback` when absent;
+// HttpError(400) naming it otherwise.
+int64_t IntParam(const httplib::Request& req, const std::string& name, int64_t fallback, int64_t lo,
+                 int64_t hi);
+
+// Sets ETag (quoted `sha256`) and Cache-Control; true, with status 304, when
+// the request's If-None-Match already names that ETag.
+bool NotModified(const httplib::Request& req, httplib::Response& res, const std::string& sha256,
+                 const std::string& cache_control = kImmutable);
 
 // Serves the file at `path` whose content has hash `sha256`: ETag, immutable
 // caching, 304 Not Modified when If-None-Match matches.

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "common/http.h"
 #include "common/sha256.h"
 
 namespace da::http {
@@ -28,8 +29,8 @@ std::string MimeType(const std::string& path) {
   return it == types.end() ? "application/octet-stream" : it->second;
 }
 
-void StaticFiles::Mount(const std::string& prefix, const std::string& dir, bool immutable) {
-  mounts_.push_back({prefix, dir, immutable});
+void StaticFiles::Mount(const std::string& prefix, const std::string& dir) {
+  mounts_[prefix] = dir;
 }
 
 void StaticFiles::Alias(const std::string& path, const std::string& file) { aliases_[path] = file; }
@@ -37,44 +38,39 @@ void StaticFiles::Alias(const std::string& path, const std::string& file) { alia
 void StaticFiles::AddRoutes(httplib::Server& server) {
   for (const auto& [path, file] : aliases_)
     server.Get(path, [this, file = file](const httplib::Request& req, httplib::Response& res) {
-      Serve(req, res, file, false);
+      Serve(req, res, file);
     });
-  for (const Mounted& m : mounts_)
-    server.Get(m.prefix + "(.+)", [this, m](const httplib::Request& req, httplib::Response& res) {
+  for (const auto& [prefix, dir] : mounts_)
+    server.Get(prefix + "(.+)", [this, dir = dir](const httplib::Request& req,
+                                                  httplib::Response& res) {
       const std::string rest = req.matches[1];
-      // Plain relative paths only: no "..", no empty or hidden segments.
+      // Plain relative paths only: no empty, hidden, "." or ".." segments.
       static const std::regex ok(R"(([A-Za-z0-9_][A-Za-z0-9_.\-]*/)*[A-Za-z0-9_][A-Za-z0-9_.\-]*)");
-      if (!std::regex_match(rest, ok) || rest.find("..") != std::string::npos)
-        throw HttpError(404, "no such file: " + req.path);
-      Serve(req, res, (fs::path(m.dir) / rest).string(), m.immutable);
+      if (!std::regex_match(rest, ok)) throw HttpError(404, "no such file: " + req.path);
+      Serve(req, res, (fs::path(dir) / rest).string());
     });
 }
 
 void StaticFiles::Serve(const httplib::Request& req, httplib::Response& res,
-                        const std::string& file, bool immutable) {
+                        const std::string& file) {
   std::error_code ec;
   if (!fs::is_regular_file(file, ec)) throw HttpError(404, "no such file: " + req.path);
   const int64_t mtime = fs::last_write_time(file, ec).time_since_epoch().count();
-  Cached c;
+  std::shared_ptr<const Cached> c;
   {
     std::lock_guard lock(mu_);
     auto it = cache_.find(file);
-    if (it != cache_.end() && it->second.mtime == mtime) c = it->second;
+    if (it != cache_.end() && it->second->mtime == mtime) c = it->second;
   }
-  if (c.etag.empty()) {
-    c.content = ReadFile(file);
-    c.etag = "\"" + Sha256Hex(c.content) + "\"";
-    c.mtime = mtime;
+  if (!c) {
+    std::string content = ReadFile(file);
+    std::string sha = Sha256Hex(content);
+    c = std::make_shared<const Cached>(Cached{std::move(content), std::move(sha), mtime});
     std::lock_guard lock(mu_);
     cache_[file] = c;
   }
-  res.set_header("ETag", c.etag);
-  res.set_header("Cache-Control", immutable ? "public, max-age=31536000, immutable" : "no-cache");
-  if (req.get_header_value("If-None-Match") == c.etag) {
-    res.status = 304;
-    return;
-  }
-  res.set_content(c.content, MimeType(file));
+  if (NotModified(req, res, c->sha256, "no-cache")) return;
+  res.set_content(c->content, MimeType(file));
 }
 
 }  // namespace da::http

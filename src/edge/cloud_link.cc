@@ -47,11 +47,9 @@ void CloudLink::Mark(bool ok, const std::string& why) {
   std::lock_guard lock(mu_);
   if (ok) {
     if (!up_) spdlog::info("edge: the cloud at {} is reachable", o_.url);
-    failures_ = 0;
     up_ = true;
     return;
   }
-  ++failures_;
   problem_ = "the cloud is " + why;
   if (up_) spdlog::warn("edge: the cloud at {} is {}; serving from the cache", o_.url, why);
   up_ = false;
@@ -59,10 +57,7 @@ void CloudLink::Mark(bool ok, const std::string& why) {
 
 std::string CloudLink::Get(const std::string& path) {
   auto res = Client(o_, o_.read_timeout_s)->Get(path);
-  if (!res)
-    Mark(false, Why(res));
-  else
-    Mark(true, "");
+  Mark(static_cast<bool>(res), Why(res));
   if (!res || res->status != 200) throw std::runtime_error("cloud GET " + path + ": " + Why(res));
   return res->body;
 }
@@ -77,24 +72,16 @@ int CloudLink::Post(const std::string& path, const std::string& body, std::strin
 
 void CloudLink::Heartbeat() {
   auto period = std::chrono::microseconds(static_cast<int64_t>(o_.heartbeat_s * 1e6));
+  int timeouts = 0;  // in a row
   for (;;) {
     auto res = Client(o_, o_.heartbeat_timeout_s)->Get("/healthz");
-    {
-      std::lock_guard lock(mu_);
-      if (stopping_) return;
-    }
+    // Refused: the cloud is gone. A timeout may be a busy cloud: twice in a row.
+    const bool refused = !res && res.error() == httplib::Error::Connection;
     if (res && res->status == 200) {
+      timeouts = 0;
       Mark(true, "");
-    } else {
-      // Refused: the cloud is gone. A timeout may be a busy cloud: twice in a row.
-      const bool refused = !res && res.error() == httplib::Error::Connection;
-      bool mark = refused;
-      {
-        std::lock_guard lock(mu_);
-        if (!refused && ++failures_ >= 2) mark = true;
-        if (!refused && !mark) problem_ = "the cloud is " + Why(res);
-      }
-      if (mark) Mark(false, Why(res));
+    } else if (refused || ++timeouts >= 2) {
+      Mark(false, Why(res));
     }
     std::unique_lock lock(mu_);
     if (cv_.wait_for(lock, period, [&] { return stopping_; })) return;

@@ -42,7 +42,6 @@ class CloudLink {
   std::atomic<bool> up_{false};
   mutable std::mutex mu_;
   std::string problem_ = "not reached yet";
-  int failures_ = 0;
   bool stopping_ = false;
   std::condition_variable cv_;
   std::thread heartbeat_;

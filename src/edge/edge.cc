@@ -36,7 +36,7 @@ double WallSeconds() {
 
 namespace {
 
-std::string Base64(const std::string& in) {
+std::string Base64(const std::vector<uint8_t>& in) {
   static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
   out.reserve((in.size() + 2) / 3 * 4);
@@ -55,9 +55,11 @@ std::string Base64(const std::string& in) {
 // A metrics label per route (not per path: scanners must not grow the metrics).
 std::string Endpoint(const std::string& path) {
   if (path.starts_with("/v1/models/")) return "/v1/models/{id}";
-  for (const char* route :
-       {"/healthz", "/metrics", "/v1/stats", "/v1/match", "/v1/cache/refresh", "/v1/probe",
-        "/v2/health/ready", "/v2/models/base", "/v2/models/base/infer"})
+  for (const char* prefix : {"/app/", "/sdk/", "/ort/", "/lib/"})
+    if (path.starts_with(prefix)) return std::string(prefix) + "{file}";
+  for (const char* route : {"/", "/healthz", "/metrics", "/v1/stats", "/v1/match",
+                            "/v1/cache/refresh", "/v1/probe", "/v1/reference", "/v1/samples",
+                            "/v2/health/ready", "/v2/models/base", "/v2/models/base/infer"})
     if (path == route) return path;
   return "other";
 }
@@ -140,17 +142,7 @@ void Edge::Impl::Routes() {
   server.Get(R"(/v1/models/([^/]+)\.onnx)",
              [this](const Request& req, Response& res) { Download(req, res, req.matches[1]); });
   server.Get("/v1/probe", [this](const Request& req, Response& res) {
-    int64_t n = 0;
-    const std::string s = req.get_param_value("bytes");
-    try {
-      size_t used = 0;
-      n = std::stoll(s, &used);
-      if (used != s.size()) throw std::invalid_argument(s);
-    } catch (const std::exception&) {
-      throw HttpError(400, "bytes must be an integer");
-    }
-    if (n < 0 || n > cfg.probe_max_bytes)
-      throw HttpError(400, "bytes must be in 0.." + std::to_string(cfg.probe_max_bytes));
+    const int64_t n = http::IntParam(req, "bytes", 0, 0, cfg.probe_max_bytes);
     res.set_header("Cache-Control", "no-store");
     res.set_content(probe_bytes.substr(0, static_cast<size_t>(n)), "application/octet-stream");
   });
@@ -234,13 +226,7 @@ void Edge::Impl::Download(const httplib::Request& req, httplib::Response& res,
     } catch (const UserError&) {  // removed meanwhile: fetch it
     }
   }
-  const std::string etag = "\"" + sha + "\"";
-  res.set_header("ETag", etag);
-  res.set_header("Cache-Control", "public, max-age=31536000, immutable");
-  if (req.get_header_value("If-None-Match") == etag) {
-    res.status = 304;
-    return;
-  }
+  if (http::NotModified(req, res, sha)) return;
   res.set_content(Fetch(id, sha), "application/octet-stream");
 }
 
@@ -279,26 +265,16 @@ void Edge::Impl::WebRoutes() {
   server.Get("/v1/reference",
              [this](const Request&, Response& res) { http::Json(res, Reference()); });
   server.Get("/v1/samples", [this](const Request& req, Response& res) {
-    auto number = [&](const char* name, int64_t fallback) {
-      if (!req.has_param(name)) return fallback;
-      const std::string v = req.get_param_value(name);
-      try {
-        size_t used = 0;
-        const int64_t n = std::stoll(v, &used);
-        if (used == v.size() && n >= 0) return n;
-      } catch (const std::exception&) {
-      }
-      throw HttpError(400, std::string(name) + " must be a non-negative integer");
-    };
-    http::Json(res, Samples(number("offset", 0), number("count", 64)));
+    http::Json(res, Samples(http::IntParam(req, "offset", 0, 0, 1 << 30),
+                            http::IntParam(req, "count", 64, 0, 1024)));
   });
   if (cfg.web_dir.empty()) return;
   const fs::path w = cfg.web_dir;
   web.Alias("/", (w / "demo" / "index.html").string());
-  web.Mount("/app/", (w / "demo").string(), false);
-  web.Mount("/sdk/", (w / "sdk").string(), false);
-  web.Mount("/ort/", (w / "node_modules" / "onnxruntime-web" / "dist").string(), false);
-  web.Mount("/lib/uplot/", (w / "node_modules" / "uplot" / "dist").string(), false);
+  web.Mount("/app/", (w / "demo").string());
+  web.Mount("/sdk/", (w / "sdk").string());
+  web.Mount("/ort/", (w / "node_modules" / "onnxruntime-web" / "dist").string());
+  web.Mount("/lib/uplot/", (w / "node_modules" / "uplot" / "dist").string());
   web.AddRoutes(server);
 }
 
@@ -310,14 +286,12 @@ void Edge::Impl::WebRoutes() {
 nlohmann::json Edge::Impl::Reference() {
   std::lock_guard lock(mu);
   if (models.empty()) throw HttpError(503, "no catalog yet: the cloud has not been reached");
-  const CatalogModel* best = nullptr;
+  const CatalogModel *best = nullptr, *slowest = nullptr;
   for (const CatalogModel& m : models) {
-    const bool long_enough = m.reference_ms >= 1.0;
-    if (!best ||
-        (long_enough && (best->reference_ms < 1.0 || m.reference_ms < best->reference_ms)) ||
-        (!long_enough && best->reference_ms < 1.0 && m.reference_ms > best->reference_ms))
-      best = &m;
+    if (!slowest || m.reference_ms > slowest->reference_ms) slowest = &m;
+    if (m.reference_ms >= 1.0 && (!best || m.reference_ms < best->reference_ms)) best = &m;
   }
+  if (!best) best = slowest;
   const nlohmann::json& rec = records.at(best->id);
   return {{"model", best->id},
           {"url", "/v1/models/" + best->id + ".onnx"},
@@ -328,43 +302,29 @@ nlohmann::json Edge::Impl::Reference() {
 }
 
 nlohmann::json Edge::Impl::Samples(int64_t offset, int64_t count) {
-  if (count > 1024) throw HttpError(400, "count must be at most 1024");
-  std::shared_ptr<const nlohmann::json> set;
+  std::shared_ptr<const SampleSet> set;
   {
     std::lock_guard lock(samples_mu);
-    if (!sample_set) {
+    if (!samples) {
       if (cfg.data_dir.empty()) throw HttpError(404, "this edge serves no sample images");
       try {
-        const nn::Dataset d = nn::LoadDataset(cfg.data_dir);
-        nlohmann::json j = {{"dataset", d.name},
-                            {"classes", d.class_names},
-                            {"shape", {d.test.channels, d.test.height, d.test.width}},
-                            {"total", d.test.count},
-                            {"labels", d.test.labels},
-                            {"pixels", std::string(d.test.pixels.begin(), d.test.pixels.end())}};
-        sample_set = std::make_shared<const nlohmann::json>(std::move(j));
+        nn::Dataset d = nn::LoadDataset(cfg.data_dir);
+        samples = std::make_shared<const SampleSet>(
+            SampleSet{d.name, std::move(d.class_names), std::move(d.test)});
       } catch (const std::exception& e) {
         spdlog::error("edge: sample images: {}", e.what());
         throw HttpError(503, "the sample images could not be loaded");
       }
     }
-    set = sample_set;
+    set = samples;
   }
-  const int64_t total = (*set)["total"];
-  const int64_t begin = std::min(offset, total), end = std::min(total, offset + count);
-  const auto& shape = (*set)["shape"];
-  const int64_t per = shape[0].get<int64_t>() * shape[1].get<int64_t>() * shape[2].get<int64_t>();
-  const std::string& pixels = (*set)["pixels"].get_ref<const std::string&>();
-  std::vector<uint8_t> labels((*set)["labels"].begin() + begin, (*set)["labels"].begin() + end);
-  return {{"dataset", (*set)["dataset"]},
-          {"split", "test"},
-          {"classes", (*set)["classes"]},
-          {"shape", shape},
-          {"total", total},
-          {"offset", begin},
-          {"labels", labels},
-          {"pixels_base64", Base64(pixels.substr(static_cast<size_t>(begin * per),
-                                                 static_cast<size_t>((end - begin) * per)))}};
+  const nn::Images& test = set->test;
+  const nn::Images part =
+      test.Slice(std::min(offset, test.count), std::min(test.count, offset + count));
+  return {{"dataset", set->dataset}, {"split", "test"},
+          {"classes", set->classes}, {"shape", {test.channels, test.height, test.width}},
+          {"total", test.count},     {"offset", std::min(offset, test.count)},
+          {"labels", part.labels},   {"pixels_base64", Base64(part.pixels)}};
 }
 
 Edge::Edge(const EdgeConfig& config) : impl_(std::make_unique<Impl>(config)) {}

@@ -42,8 +42,8 @@ struct EdgeConfig {
   int64_t probe_max_bytes = 8 << 20;
   infer::BatchOptions batching;
   std::string profiles_dir;
-  std::string web_dir;   // web/ of the repo: demo page, SDK, onnxruntime-web ("" : none)
-  std::string data_dir;  // dataset whose test images /v1/samples serves ("" : none)
+  std::string web_dir;    // web/ of the repo: demo page, SDK, onnxruntime-web ("" : none)
+  std::string data_dir;   // dataset whose test images /v1/samples serves ("" : none)
   void Validate() const;  // UserError when out of range
 };
 

@@ -24,6 +24,7 @@
 #include "edge/edge.h"
 #include "edge/store.h"
 #include "infer/service.h"
+#include "nn/dataset.h"
 
 namespace da::edge {
 
@@ -88,8 +89,13 @@ struct Edge::Impl {
   std::thread worker;
 
   http::StaticFiles web;
+  struct SampleSet {
+    std::string dataset;
+    std::vector<std::string> classes;
+    nn::Images test;
+  };
   std::mutex samples_mu;
-  std::shared_ptr<const nlohmann::json> sample_set;  // test images, loaded on first use
+  std::shared_ptr<const SampleSet> samples;  // test images, loaded on first use
 
   std::shared_ptr<infer::Batcher> Base() {
     std::lock_guard lock(mu);

@@ -107,7 +107,7 @@ void Store::Verify() {
         const std::string data = ReadFile(path);
         if (static_cast<int64_t>(data.size()) != f.bytes || Sha256Hex(data) != f.sha256)
           problem = "file corrupt (hash mismatch)";
-      } catch (const std::exception& e) {
+      } catch (const std::exception&) {
         problem = "file unreadable";
       }
     }

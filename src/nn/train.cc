@@ -213,12 +213,17 @@ EvalResult Evaluate(Net& net, const Images& images, int classes, int batch_size)
     const int64_t count = y.size(0);
     auto logits = net->forward(x);
     loss_sum += torch::nn::functional::cross_entropy(logits, y).item<double>() * count;
-    auto hit = logits.argmax(1).eq(y);
+    auto [top, predicted] = torch::softmax(logits, 1).max(1);
+    auto hit = predicted.eq(y);
     auto ya = y.accessor<int64_t, 1>();
     auto ha = hit.accessor<bool, 1>();
+    auto pa = predicted.accessor<int64_t, 1>();
+    auto ta = top.accessor<float, 1>();
     for (int64_t i = 0; i < count; ++i) {
       r.per_class_count[ya[i]]++;
       correct[ya[i]] += ha[i];
+      r.predicted.push_back(pa[i]);
+      r.top.push_back(ta[i]);
     }
   }
   int64_t total_correct = 0;

@@ -41,6 +41,8 @@ struct EvalResult {
   double accuracy = 0, loss = 0;
   std::vector<double> per_class_accuracy;
   std::vector<int64_t> per_class_count;
+  std::vector<int64_t> predicted;  // per image: the argmax
+  std::vector<float> top;          // per image: its softmax probability
 };
 
 // Trains `net` in place with SGD + momentum, cosine learning rate, weight decay and

@@ -5,7 +5,7 @@ import { DeepAdapter } from '/sdk/deepadapter.js';
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
-const state = { da: null, samples: null, offset: Number(params.get('offset') ?? 0), results: new Map() };
+const state = { da: null, samples: null, offset: Number(params.get('offset') ?? 0), total: 0, results: new Map() };
 const fmt = {
   ms: (v) => (v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v.toFixed(2)) + ' ms',
   kbps: (v) => (v >= 1000 ? (v / 1000).toFixed(1) + ' Mbit/s' : v.toFixed(0) + ' kbit/s'),
@@ -64,6 +64,7 @@ async function loadSamples(offset, count = 48) {
     return { index: j.offset + i, label, img };
   });
   state.samples = { classes: j.classes, images };
+  state.total = j.total;
   state.results.clear();
   const grid = $('grid');
   grid.replaceChildren();
@@ -139,7 +140,7 @@ async function main() {
   showContext();
   status(`Ready: ${state.da.match.model} loaded in ${fmt.ms(state.da.match.load_ms)}.`);
   $('all').onclick = classifyAll;
-  $('more').onclick = () => loadSamples((state.offset += 48) % 9952);
+  $('more').onclick = () => loadSamples((state.offset = (state.offset + 48) % Math.max(1, state.total - 48)));
   $('budget').oninput = () => ($('budget-out').textContent = `${$('budget').value} ms`);
   $('budget').onchange = async () => {
     status('Matching again…');

@@ -56,7 +56,6 @@ export class DeepAdapter {
     this.match = null; // the edge's answer to /v1/match
     this.edgeReachable = true;
     this.listeners = new Set();
-    this.#session = null;
   }
 
   #ort = null;
