@@ -57,7 +57,7 @@ std::string Endpoint(const std::string& path) {
   if (path.starts_with("/v1/models/")) return "/v1/models/{id}";
   for (const char* prefix : {"/app/", "/sdk/", "/ort/", "/lib/"})
     if (path.starts_with(prefix)) return std::string(prefix) + "{file}";
-  for (const char* route : {"/", "/healthz", "/metrics", "/v1/stats", "/v1/match",
+  for (const char* route : {"/", "/dashboard", "/healthz", "/metrics", "/v1/stats", "/v1/match",
                             "/v1/cache/refresh", "/v1/probe", "/v1/reference", "/v1/samples",
                             "/v2/health/ready", "/v2/models/base", "/v2/models/base/infer"})
     if (path == route) return path;
@@ -271,6 +271,7 @@ void Edge::Impl::WebRoutes() {
   if (cfg.web_dir.empty()) return;
   const fs::path w = cfg.web_dir;
   web.Alias("/", (w / "demo" / "index.html").string());
+  web.Alias("/dashboard", (w / "demo" / "dashboard.html").string());
   web.Mount("/app/", (w / "demo").string());
   web.Mount("/sdk/", (w / "sdk").string());
   web.Mount("/ort/", (w / "node_modules" / "onnxruntime-web" / "dist").string());

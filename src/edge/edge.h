@@ -13,7 +13,7 @@
 //   GET  /healthz, /metrics, /v1/stats
 //   GET  /v1/reference              the model browsers time to measure their device
 //   GET  /v1/samples?offset=&count= test images with labels (the demo's grid)
-//   GET  /, /app/, /sdk/, /ort/, /lib/   the browser's files
+//   GET  /, /dashboard, /app/, /sdk/, /ort/, /lib/   the browser's files
 // State (cache index, request statistics, last catalog) lives in SQLite under
 // the state directory: a restart keeps it. With the cloud unreachable (a
 // heartbeat notices within seconds) the edge keeps matching among what it

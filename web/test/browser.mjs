@@ -112,6 +112,22 @@ try {
   check(counted >= onEdge.length + forcedEdge.length, `the edge counted the ${onEdge.length + forcedEdge.length} fallbacks in its metrics (${counted})`);
   await page.screenshot({ path: join(out, 'demo.png'), fullPage: true });
 
+  // The dashboard: live figures from the edge, charts drawn.
+  const dash = await context.newPage();
+  dash.on('pageerror', (e) => errors.push(`dashboard: ${e.message}`));
+  await dash.goto(`${edge}/dashboard`);
+  await dash.waitForFunction(() => window.dashboard?.samples() >= 2, null, { timeout: 15000 });
+  const board = await dash.evaluate(() => ({
+    matches: document.getElementById('d-matches').textContent,
+    rows: document.querySelectorAll('#d-content tr').length,
+    charts: document.querySelectorAll('.uplot canvas').length,
+  }));
+  const stats = await (await fetch(`${edge}/v1/stats`)).json();
+  check(Number(board.matches) === stats.matches && board.rows >= 1 && board.charts === 2,
+        `the dashboard shows the edge's ${stats.matches} matches, its cache and two charts`);
+  await dash.screenshot({ path: join(out, 'dashboard.png'), fullPage: true });
+  await dash.close();
+
   // A second visit: the models it already has come from Cache Storage.
   const first = new Set(downloaded);
   downloaded.length = 0;
