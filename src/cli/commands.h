@@ -21,14 +21,18 @@ void AddClient(CLI::App& app);        // client
 
 // A path inside the source tree (profiles/, web/), for flag defaults.
 std::string SourcePath(const std::string& relative);
-// What the latency table is measured on: onnxruntime-web and node versions, CPU.
-std::string RuntimeDescription();
+// What the latency table is measured on: onnxruntime-web, node or Chromium
+// (and its throttling), CPU.
+std::string RuntimeDescription(const context::WasmTimerOptions& timer);
 
 // --input C,H,W (each in [1, 4096]).
 void AddInputOption(CLI::App* cmd, std::vector<int>& input, const std::string& help);
-// --min-runs, --min-seconds and --script of the onnxruntime-web timer; the
-// script defaults to web/tools/ort-web-time.mjs.
+// --min-runs, --min-seconds, --script and --browser of the onnxruntime-web
+// timer; the script defaults to web/tools/ort-web-time.mjs.
 void AddWasmTimerOptions(CLI::App* cmd, context::WasmTimerOptions& timer);
+// After parsing: with --browser, the Chromium script at `throttle`; without,
+// UserError unless `throttle` is 1.
+void UseBrowser(context::WasmTimerOptions& timer, double throttle);
 
 // The context-aware search's flags (--importance, --step, --short-steps, ...,
 // --limit, --threads, --seed); `importance` is parsed by the caller.

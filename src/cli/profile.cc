@@ -1,17 +1,26 @@
 // deepadapter profile: measure the latency predictor's per-layer table on the
-// mobile-web runtime (onnxruntime-web, WASM, one thread, in node).
+// mobile-web runtime (onnxruntime-web, WASM, one thread, in node or, with
+// --browser, in headless Chromium).
 #include <cctype>
 #include <fstream>
 
 #include "cli/commands.h"
+#include "common/error.h"
 #include "common/fs.h"
 #include "common/process.h"
 #include "context/latency.h"
 #include "nn/model_dir.h"
 
 namespace da::cli {
+namespace {
+std::string Short(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+}  // namespace
 
-std::string RuntimeDescription() {
+std::string RuntimeDescription(const context::WasmTimerOptions& timer) {
   std::string ort = "?";
   try {
     ort =
@@ -19,8 +28,15 @@ std::string RuntimeDescription() {
             .value("version", "?");
   } catch (const std::exception&) {
   }
-  std::string node = RunCommand("node --version");
-  while (!node.empty() && std::isspace(static_cast<unsigned char>(node.back()))) node.pop_back();
+  auto trimmed = [](std::string v) {
+    while (!v.empty() && std::isspace(static_cast<unsigned char>(v.back()))) v.pop_back();
+    return v;
+  };
+  std::string where = "node " + trimmed(RunCommand("node --version"));
+  if (timer.browser) {
+    where = "headless " + trimmed(RunCommand("/usr/bin/chromium --version 2>/dev/null"));
+    if (timer.throttle != 1) where += " at CPU throttling " + Short(timer.throttle) + "x";
+  }
   std::string cpu = "unknown CPU";
   std::ifstream info("/proc/cpuinfo");
   for (std::string line; std::getline(info, line);) {
@@ -29,7 +45,7 @@ std::string RuntimeDescription() {
       break;
     }
   }
-  return "onnxruntime-web " + ort + " (WASM, 1 thread) in node " + node + " on " + cpu;
+  return "onnxruntime-web " + ort + " (WASM, 1 thread) in " + where + " on " + cpu;
 }
 
 void AddInputOption(CLI::App* cmd, std::vector<int>& input, const std::string& help) {
@@ -50,6 +66,20 @@ void AddWasmTimerOptions(CLI::App* cmd, context::WasmTimerOptions& timer) {
       ->check(CLI::Range(0.0, 60.0));
   cmd->add_option("--script", timer.script, "The onnxruntime-web timing script")
       ->capture_default_str();
+  cmd->add_flag("--browser", timer.browser,
+                "Time in headless Chromium (web/tools/browser-time.mjs), the SDK's own runtime, "
+                "instead of node");
+}
+
+void UseBrowser(context::WasmTimerOptions& timer, double throttle) {
+  if (!timer.browser) {
+    if (throttle != 1) throw UserError("--throttle needs --browser (node cannot be throttled)");
+    return;
+  }
+  if (timer.script == SourcePath("web/tools/ort-web-time.mjs"))
+    timer.script = SourcePath("web/tools/browser-time.mjs");
+  timer.throttle = throttle;
+  timer.args = {"--throttle", Short(throttle)};
 }
 
 void AddProfile(CLI::App& app) {
@@ -60,6 +90,7 @@ void AddProfile(CLI::App& app) {
     int classes = 10;
     std::string out = SourcePath("profiles/latency.json");
     context::WasmTimerOptions timer;
+    double throttle = 1;
   };
   auto f = std::make_shared<Flags>();
   auto* cmd = app.add_subcommand(
@@ -76,7 +107,12 @@ void AddProfile(CLI::App& app) {
       ->check(CLI::Range(1, 100000));
   cmd->add_option("--out", f->out, "Table to write")->capture_default_str();
   AddWasmTimerOptions(cmd, f->timer);
+  cmd->add_option("--throttle", f->throttle,
+                  "With --browser: DevTools CPU throttling factor while measuring")
+      ->capture_default_str()
+      ->check(CLI::Range(1.0, 100.0));
   cmd->callback([f] {
+    UseBrowser(f->timer, f->throttle);
     std::vector<nn::ModelSpec> specs;
     for (const std::string& dir : f->bases) specs.push_back(nn::LoadModelDir(dir)->spec());
     if (f->bases.empty()) {
@@ -85,7 +121,8 @@ void AddProfile(CLI::App& app) {
                                                f->input[2], f->classes));
     }
     for (const auto& s : specs) std::printf("profiling layers of %s\n", s.Summary().c_str());
-    context::LatencyTable t = context::ProfileLatency(specs, f->timer, RuntimeDescription());
+    context::LatencyTable t =
+        context::ProfileLatency(specs, f->timer, RuntimeDescription(f->timer));
     t.Save(f->out);
     size_t cells = 0;
     for (const auto& [key, e] : t.entries) cells += e.ms.size();

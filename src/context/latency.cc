@@ -181,18 +181,19 @@ std::vector<double> TimeOnWasm(const std::vector<WasmModel>& models, const WasmT
   const std::string list_path = (dir.path() / "list.json").string();
   WriteFileAtomic(list_path, list.dump());
   std::vector<double> ms(models.size(), -1);
-  RunCommand("node " + ShellQuote(opts.script) + " " + ShellQuote(list_path),
-             [&](const std::string& line) {
-               try {
-                 auto j = nlohmann::json::parse(line);
-                 size_t i = j.at("index").get<size_t>();
-                 if (i >= ms.size()) throw UserError("index out of range");
-                 ms[i] = j.at("ms").get<double>();
-                 if (on_done) on_done(i);
-               } catch (const std::exception&) {
-                 throw UserError("unexpected output from " + opts.script + ": " + line);
-               }
-             });
+  std::string command = "node " + ShellQuote(opts.script) + " " + ShellQuote(list_path);
+  for (const std::string& a : opts.args) command += " " + ShellQuote(a);
+  RunCommand(command, [&](const std::string& line) {
+    try {
+      auto j = nlohmann::json::parse(line);
+      size_t i = j.at("index").get<size_t>();
+      if (i >= ms.size()) throw UserError("index out of range");
+      ms[i] = j.at("ms").get<double>();
+      if (on_done) on_done(i);
+    } catch (const std::exception&) {
+      throw UserError("unexpected output from " + opts.script + ": " + line);
+    }
+  });
   for (double v : ms)
     if (!(v >= 0)) throw UserError(opts.script + " did not time every model");
   return ms;

@@ -59,11 +59,15 @@ struct WasmModel {
 struct WasmTimerOptions {
   int min_runs = 20;         // timed runs per model (median reported) ...
   double min_seconds = 0.1;  // ... and at least this long
-  std::string script;        // web/tools/ort-web-time.mjs
+  std::string script;        // web/tools/ort-web-time.mjs (node) or browser-time.mjs (Chromium)
+  std::vector<std::string> args;  // after the list's path, e.g. {"--throttle", "4"}
+  bool browser = false;           // `script` times in Chromium ...
+  double throttle = 1;            // ... at this DevTools CPU throttling
 };
 
 // Median batch-1 time (ms) of each model on onnxruntime-web (WASM, one thread)
-// in node; `on_done(i)` after each. UserError when node or the script fails.
+// as `script` runs it (in node or in headless Chromium); `on_done(i)` after each. UserError when
+// node or the script fails.
 std::vector<double> TimeOnWasm(const std::vector<WasmModel>& models, const WasmTimerOptions& opts,
                                const std::function<void(size_t)>& on_done = {});
 
