@@ -137,6 +137,41 @@ try {
   check(downloaded.every((p) => !first.has(p)),
         `a second visit downloads no model it already has (first: ${[...first].join(' ')}; second: ${downloaded.join(' ') || 'none'}; matched ${again})`);
 
+  // A slow phone on a slow network (DevTools CPU throttling 6x, 400 kbit/s):
+  // the SDK measures a higher slowdown and a lower downlink than without, and
+  // the edge matches a smaller model at the same budget. The page loaded
+  // onnxruntime-web unthrottled; each connect() measures afresh.
+  const slow = await context.newPage();
+  slow.on('pageerror', (e) => errors.push(`throttled page: ${e.message}`));
+  await slow.goto(`${edge}/app/style.css`);  // any page of the edge's origin
+  const visit = () => slow.evaluate(async () => {
+    const { DeepAdapter } = await import('/sdk/deepadapter.js');
+    const ort = await import('/ort/ort.wasm.min.mjs');
+    ort.env.wasm.wasmPaths = '/ort/';
+    const da = await DeepAdapter.connect(location.origin, { ort, budgetMs: 3, probeBytes: 64 << 10, rematchEveryMs: 0 });
+    const repeat = [];  // the same device measured again: how stable its slowdown is
+    for (let i = 0; i < 2; i++) repeat.push((await da.measureDevice()).slowdown);
+    await da.close();
+    return { context: da.context, match: { model: da.match.model, bytes: da.match.bytes }, repeat };
+  });
+  const fast = await visit();
+  const cdp = await context.newCDPSession(slow);
+  await cdp.send('Emulation.setCPUThrottlingRate', { rate: 6 });
+  await cdp.send('Network.enable');
+  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: 400e3 / 8, uploadThroughput: 400e3 / 8 });
+  const throttled = await visit();
+  await slow.close();
+  for (const [name, v] of [['unthrottled', fast], ['throttled', throttled]]) {
+    const c = v.context, all = [c.slowdown, ...v.repeat];
+    const spread = Math.max(...all) / Math.min(...all) - 1;
+    console.log(`${name}: slowdown ${c.slowdown.toFixed(2)} (3 measurements within ${(100 * spread).toFixed(1)}%), downlink ${c.downlink_kbps.toFixed(0)} kbit/s, rtt ${c.rtt_ms.toFixed(1)} ms; matched ${v.match.model} (${v.match.bytes} bytes)`);
+    check(spread <= 0.25, `${name}: the device's slowdown, measured 3 times, varies by ${(100 * spread).toFixed(1)}% (<= 25%)`);
+  }
+  check(throttled.context.slowdown > 3 * fast.context.slowdown, 'CPU throttling 6x: the SDK measures a slowdown over 3x higher');
+  check(throttled.context.downlink_kbps < fast.context.downlink_kbps / 10 && throttled.context.downlink_kbps < 800,
+        'a 400 kbit/s network: the SDK measures a downlink under 800 kbit/s');
+  check(throttled.match.bytes < fast.match.bytes, `the slow context is matched to a smaller model (${throttled.match.model}, ${throttled.match.bytes} bytes) than the fast one (${fast.match.model}, ${fast.match.bytes} bytes)`);
+
   // The edge stops: answers go on locally.
   server.kill('SIGTERM');
   await new Promise((r) => server.once('exit', r));
