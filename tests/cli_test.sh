@@ -96,6 +96,7 @@ expect_error "negative budget" "budget_ms" predict "$tmp/m" --contexts "$tmp/bad
 printf '{"contexts": [' >"$tmp/badctx.json"
 expect_error "truncated contexts file" "not valid JSON" predict "$tmp/m" --contexts "$tmp/badctx.json"
 expect_error "missing latency table" "none.json" bench predictor --table "$tmp/none.json"
+expect_error "throttling without a browser" "--browser" bench predictor --throttle 4
 expect_error "profile with a bad input shape" "input" profile --input 0,28,28 --out "$tmp/t.json"
 expect_error "export to an unwritable place" "cannot" export "$tmp/m" --out /proc/nope/model.onnx
 

@@ -240,3 +240,19 @@ TEST(LatencyTable, ProfilesATinyModelOnTheWasmRuntime) {
       },
       "failed");
 }
+
+// The SDK's runtime: the same timer in headless Chromium, where DevTools CPU
+// throttling 4x makes a model well over twice as slow (about 4x measured).
+TEST(LatencyTable, TimesInChromiumUnderCpuThrottling) {
+  ModelSpec spec = ModelSpec::Default(Family::kVgg).WithWidths("8/16/16 fc16");
+  std::vector<WasmModel> models = {{da::nn::OnnxModelBytes(spec, 0.01f), {{1, 28, 28}}}};
+  WasmTimerOptions o;
+  o.min_runs = 3;
+  o.min_seconds = 0.2;
+  o.script = std::string(DA_SOURCE_DIR) + "/web/tools/browser-time.mjs";
+  const double fast = TimeOnWasm(models, o).at(0);
+  o.args = {"--throttle", "4"};
+  const double slow = TimeOnWasm(models, o).at(0);
+  EXPECT_GT(fast, 0);
+  EXPECT_GT(slow, 2 * fast) << "unthrottled " << fast << " ms, throttled 4x " << slow << " ms";
+}

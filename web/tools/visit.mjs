@@ -1,0 +1,103 @@
+// Visits the edge's demo page in headless Chromium as phones in emulated
+// contexts (DevTools CPU throttling at the device class's slowdown, the network
+// preset's bandwidth and round trip) and prints what each saw: the measured
+// context, the matched model, accuracy on the page's images, offload share and
+// latency; screenshots go to OUT_DIR. Used by `./run demo`.
+// usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N]
+//   contexts: names from profiles/contexts.json (default: high-wifi-3, mid-4g-10, low-3g-30)
+import { chromium } from 'playwright-core';
+import { readFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const fail = (msg) => {
+  console.error(`visit: ${msg}`);
+  process.exit(2);
+};
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(name);
+  if (i < 0) return def;
+  const v = args[i + 1];
+  args.splice(i, 2);
+  return v;
+};
+const names = opt('--contexts', 'high-wifi-3,mid-4g-10,low-3g-30').split(',');
+const images = Number(opt('--images', '100'));
+if (args.length !== 2 || !(images >= 1 && images <= 1000)) fail('usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N (1..1000)]');
+const [edge, out] = args;
+mkdirSync(out, { recursive: true });
+
+const profiles = join(dirname(fileURLToPath(import.meta.url)), '../../profiles');
+const load = (f) => JSON.parse(readFileSync(join(profiles, f), 'utf8'));
+const contexts = load('contexts.json').contexts, devices = load('devices.json').devices, networks = load('networks.json').networks;
+const visits = names.map((name) => {
+  const c = contexts.find((x) => x.name === name);
+  if (!c) fail(`no context '${name}' in profiles/contexts.json`);
+  return { ...c, dev: devices.find((d) => d.name === c.device), net: networks.find((n) => n.name === c.network) };
+});
+
+const rows = [];
+for (const v of visits) {
+  const t0 = Date.now();
+  // A phone that visited before: onnxruntime-web (14 MB) is in its HTTP cache
+  // (on disk: a fresh profile per visit), loaded here unthrottled; the models,
+  // the measurements, the images and the edge's answers go through the
+  // emulated network.
+  const profile = mkdtempSync(join(tmpdir(), 'da-visit-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true,
+    viewport: { width: 1280, height: 1100 },
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+           '--disable-component-update', '--disable-sync', '--disable-quic'],
+  });
+  try {
+    const page = context.pages()[0] ?? (await context.newPage());
+    const errors = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(`${edge}/sdk/package.json`);
+    await page.evaluate(async () => {
+      for (const f of ['ort.wasm.min.mjs', 'ort-wasm-simd-threaded.mjs', 'ort-wasm-simd-threaded.wasm'])
+        await (await fetch(`/ort/${f}`)).arrayBuffer();
+    });
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('Emulation.setCPUThrottlingRate', { rate: Math.max(1, v.dev.slowdown) });
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', {
+      offline: false, latency: v.net.rtt_ms,
+      downloadThroughput: (v.net.downlink_kbps * 1000) / 8, uploadThroughput: (v.net.uplink_kbps * 1000) / 8,
+    });
+    await page.goto(`${edge}/?budget=${v.budget_ms}&probe=65536`);
+    await page.evaluate(() => window.demo.ready);
+    // Where the round trip is over a second (3G), a quarter of the images:
+    // every answer the edge gives there takes that round trip.
+    await page.evaluate((n) => window.demo.loadSamples(0, n), v.net.rtt_ms > 1000 ? Math.ceil(images / 4) : images);
+    const results = await page.evaluate(async () => { await window.demo.classifyAll(); return window.demo.results(); });
+    const { context: m, match } = await page.evaluate(() => ({ context: window.demo.da.context, match: window.demo.da.match }));
+    await page.screenshot({ path: join(out, `visit-${v.name}.png`), fullPage: true });
+    if (errors.length) fail(`${v.name}: page errors: ${errors.join('; ')}`);
+    const device = results.filter((r) => r.ranOn === 'device').map((r) => r.times.inferenceMs).sort((a, b) => a - b);
+    const edgeMs = results.filter((r) => r.ranOn === 'edge').map((r) => r.times.totalMs).sort((a, b) => a - b);
+    const all = results.map((r) => r.times.totalMs ?? r.times.inferenceMs).sort((a, b) => a - b);
+    const med = (xs) => (xs.length ? xs[xs.length >> 1] : NaN);
+    rows.push({
+      name: v.name, label: `${v.dev.label}, ${v.net.label}, budget ${v.budget_ms} ms`,
+      slowdown: m.slowdown, downlink: m.downlink_kbps, rtt: m.rtt_ms,
+      model: match.model, bytes: match.bytes, predicted: match.predicted.latency_ms, meets: match.meets_budget,
+      accuracy: results.filter((r) => r.label === r.truth).length / results.length,
+      offload: 1 - device.length / results.length, n: results.length,
+      deviceMs: med(device), edgeMs: med(edgeMs), allMs: med(all), seconds: (Date.now() - t0) / 1000,
+    });
+    const r = rows.at(-1);
+    console.log(`${r.name} (${r.label}), ${r.seconds.toFixed(0)} s:\n` +
+      `  measured: slowdown ${r.slowdown.toFixed(2)}, downlink ${r.downlink.toFixed(0)} kbit/s, rtt ${r.rtt.toFixed(0)} ms\n` +
+      `  matched:  ${r.model} (${(r.bytes / 1000).toFixed(1)} kB), predicted ${r.predicted.toFixed(2)} ms per inference${r.meets ? '' : ' (over budget: the fastest)'}\n` +
+      `  ${r.n} test images: accuracy ${(100 * r.accuracy).toFixed(1)}%, offloaded ${(100 * r.offload).toFixed(1)}%, ` +
+      `median latency ${r.allMs.toFixed(2)} ms (on the device ${r.deviceMs.toFixed(2)} ms, via the edge ${Number.isNaN(r.edgeMs) ? '-' : r.edgeMs.toFixed(0) + ' ms'})`);
+  } finally {
+    await context.close();
+    rmSync(profile, { recursive: true, force: true });
+  }
+}
+console.log(`screenshots: ${out}/visit-*.png`);
