@@ -40,6 +40,13 @@ TEST(Services, MatchThenDownloadWithHashCheckAndOneFetchPerMiss) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 304);
   EXPECT_EQ(Metric(*edge, "model_fetches_total"), 1);
+  // The offload share to expect: the served model's on validation images.
+  double offload = -1;
+  const json catalog = Get(*cloud, "/v1/catalog");
+  for (const json& c : catalog["models"])
+    if (c["id"] == m["model"]) offload = c["threshold"]["val_offload_fraction"].get<double>();
+  ASSERT_GE(offload, 0) << m["model"] << " is not in the catalog";
+  EXPECT_NEAR(Get(*edge, "/v1/stats")["expected_offload"].get<double>(), offload, 1e-9);
 }
 
 TEST(Services, CloudDownKeepsServingCachedModelsDegraded) {

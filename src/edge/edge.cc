@@ -86,6 +86,8 @@ Edge::Impl::Impl(const EdgeConfig& c)
   probe_bytes.resize(static_cast<size_t>(std::min<int64_t>(cfg.probe_max_bytes, 64 << 20)));
   for (char& ch : probe_bytes) ch = static_cast<char>(rng());
   metrics.Declare("match_total", "counter", "Matches by whether the ideal model was cached");
+  metrics.Declare("match_expected_offload_sum", "counter",
+                  "Sum over matches of the served model's offload fraction on validation images");
   metrics.Declare("cache_bytes", "gauge", "Bytes of models in the cache");
   metrics.Declare("cache_models", "gauge", "Models in the cache");
   metrics.Declare("model_fetches_total", "counter", "Model files fetched from the cloud");
@@ -191,8 +193,13 @@ nlohmann::json Edge::Impl::MatchRequest(nlohmann::json body) {
       {"ideal_cached", m.ideal_cached},
       {"cached", on_disk.count(served.id) > 0},
       {"degraded", degraded}};
+  // The share of its answers the served model leaves to the edge, as measured
+  // on validation images: summed over matches, the offload share to expect.
+  const double offload =
+      rec.contains("threshold") ? rec["threshold"].value("val_offload_fraction", 0.0) : 0.0;
   lock.unlock();
   metrics.Add("match_total", Label("ideal_cached", m.ideal_cached ? "true" : "false"));
+  metrics.Add("match_expected_offload_sum", "", offload);
   return out;
 }
 
@@ -254,6 +261,8 @@ nlohmann::json Edge::Impl::Stats() {
           {"matches", hits + misses},
           {"ideal_cached", hits},
           {"hit_rate", hits + misses > 0 ? hits / (hits + misses) : 0.0},
+          {"expected_offload",
+           hits + misses > 0 ? metrics.Get("match_expected_offload_sum") / (hits + misses) : 0.0},
           {"catalog_models", models.size()},
           {"prune_requests_forwarded", prune_sent.size()},
           {"degraded", degraded}};

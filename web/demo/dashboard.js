@@ -37,6 +37,7 @@ function showStats(s) {
   $('d-status').style.color = s.degraded ? 'var(--bad)' : 'var(--ok)';
   $('d-hit').textContent = s.matches ? (100 * s.hit_rate).toFixed(1) + '%' : '—';
   $('d-matches').textContent = s.matches;
+  $('d-offload').textContent = s.matches ? (100 * s.expected_offload).toFixed(1) + '%' : '—';
   $('d-prune').textContent = s.prune_requests_forwarded;
   $('d-policy').textContent = `(${s.policy})`;
   const used = Math.min(1, s.used_bytes / Math.max(1, s.capacity_bytes));

@@ -119,12 +119,14 @@ try {
   await dash.waitForFunction(() => window.dashboard?.samples() >= 2, null, { timeout: 15000 });
   const board = await dash.evaluate(() => ({
     matches: document.getElementById('d-matches').textContent,
+    offload: document.getElementById('d-offload').textContent,
     rows: document.querySelectorAll('#d-content tr').length,
     charts: document.querySelectorAll('.uplot canvas').length,
   }));
   const stats = await (await fetch(`${edge}/v1/stats`)).json();
-  check(Number(board.matches) === stats.matches && board.rows >= 1 && board.charts === 2,
-        `the dashboard shows the edge's ${stats.matches} matches, its cache and two charts`);
+  check(Number(board.matches) === stats.matches && board.rows >= 1 && board.charts === 2 &&
+        board.offload === `${(100 * stats.expected_offload).toFixed(1)}%`,
+        `the dashboard shows the edge's ${stats.matches} matches, the offload share to expect (${board.offload}), its cache and two charts`);
   await dash.screenshot({ path: join(out, 'dashboard.png'), fullPage: true });
   await dash.close();
 
