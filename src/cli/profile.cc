@@ -34,7 +34,8 @@ std::string RuntimeDescription(const context::WasmTimerOptions& timer) {
   };
   std::string where = "node " + trimmed(RunCommand("node --version"));
   if (timer.browser) {
-    where = "headless " + trimmed(RunCommand("/usr/bin/chromium --version 2>/dev/null"));
+    std::string v = trimmed(RunCommand("/usr/bin/chromium --version 2>/dev/null"));
+    where = "headless " + v.substr(0, v.find(" built on"));
     if (timer.throttle != 1) where += " at CPU throttling " + Short(timer.throttle) + "x";
   }
   std::string cpu = "unknown CPU";
