@@ -176,6 +176,7 @@ void AddBench(CLI::App& app) {
   AddPredictorBench(*bench);
   AddPruneBench(*bench);
   AddEdgeBench(*bench);
+  AddSystemBench(*bench);
 }
 
 }  // namespace da::cli

@@ -17,6 +17,7 @@ void AddPrune(CLI::App& app);         // prune, predict
 void AddPruneBench(CLI::App& bench);  // bench prune
 void AddServe(CLI::App& app);         // cloud, edge, serve
 void AddEdgeBench(CLI::App& bench);   // bench edge
+void AddSystemBench(CLI::App& bench);  // bench system
 void AddClient(CLI::App& app);        // client
 
 // A path inside the source tree (profiles/, web/), for flag defaults.

@@ -93,6 +93,7 @@ Profiles Profiles::Load(const std::string& dir) {
     c.rtt_ms = NonNegative(n, "rtt_ms", what);
     c.transfer_mw = NonNegative(n, "transfer_mw", what);
     c.tail_mj = NonNegative(n, "tail_mj", what);
+    c.tail_s = n.contains("tail_s") ? NonNegative(n, "tail_s", what) : 0;
     p.networks.push_back(c);
   }
   return p;
@@ -142,7 +143,7 @@ Context Context::FromJson(const nlohmann::json& j, const Profiles& profiles) {
     const NetworkPreset& n = profiles.Network(c.network);
     c.slowdown = d.slowdown, c.compute_mw = d.compute_mw, c.idle_mw = d.idle_mw;
     c.downlink_kbps = n.downlink_kbps, c.uplink_kbps = n.uplink_kbps, c.rtt_ms = n.rtt_ms;
-    c.transfer_mw = n.transfer_mw, c.tail_mj = n.tail_mj;
+    c.transfer_mw = n.transfer_mw, c.tail_mj = n.tail_mj, c.tail_s = n.tail_s;
   } catch (const UserError& e) {
     const std::string m = e.what();
     throw UserError(m.starts_with(what) ? m : what + ": " + m);

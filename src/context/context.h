@@ -17,7 +17,8 @@ struct NetworkPreset {
   std::string name, label;
   double downlink_kbps = 0, uplink_kbps = 0, rtt_ms = 0;
   double transfer_mw = 0;  // radio power while transferring
-  double tail_mj = 0;      // radio energy after each transfer
+  double tail_mj = 0;      // radio energy after each transfer ...
+  double tail_s = 0;       // ... spent over this long (0: unknown, always the whole tail)
 };
 
 // The device classes and network presets (profiles/devices.json, networks.json).
@@ -41,7 +42,7 @@ struct Context {
   double downlink_kbps = 0, uplink_kbps = 0, rtt_ms = 0;
   double budget_ms = 0;   // latency the application needs, per inference
   double inferences = 1;  // expected inferences per model download
-  double compute_mw = 0, idle_mw = 0, transfer_mw = 0, tail_mj = 0;
+  double compute_mw = 0, idle_mw = 0, transfer_mw = 0, tail_mj = 0, tail_s = 0;
 
   // {"name", "device", "network", "budget_ms", "inferences"} plus optional
   // measured overrides "slowdown" (the device score: inference time over the

@@ -1,0 +1,407 @@
+#include "sim/system_sim.h"
+
+#include <algorithm>
+#include <cmath>
+#include <deque>
+#include <map>
+#include <random>
+
+#include "common/error.h"
+#include "common/fs.h"
+#include "edge/cache.h"
+
+namespace da::sim {
+
+double ServiceCurve::Ms(int b) const {
+  if (batch.empty() || batch.size() != ms.size()) throw UserError("empty service curve");
+  if (batch.size() == 1) return ms[0] * b / batch[0];
+  size_t i = std::upper_bound(batch.begin(), batch.end(), b) - batch.begin();
+  i = std::clamp<size_t>(i, 1, batch.size() - 1) - 1;
+  const double w = double(b - batch[i]) / (batch[i + 1] - batch[i]);
+  return std::max(0.0, ms[i] + w * (ms[i + 1] - ms[i]));
+}
+
+double ServiceCurve::Capacity(int max_batch) const {
+  double best = 0;
+  for (int b : batch)
+    if (b <= max_batch) best = std::max(best, 1000.0 * b / Ms(b));
+  return best > 0 ? best : 1000.0 * max_batch / Ms(max_batch);
+}
+
+Workload Workload::Load(const std::string& path, const context::Profiles& profiles) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(ReadFile(path));
+  } catch (const nlohmann::json::exception& e) {
+    throw UserError(path + ": not valid JSON (" + e.what() + ")");
+  }
+  Workload w;
+  try {
+    auto shares = [&](const char* key, const char* name, auto check) {
+      std::vector<Share> out;
+      double sum = 0;
+      for (const auto& s : j.at(key)) {
+        Share x{s.at(name).is_string() ? s.at(name).get<std::string>()
+                                       : std::to_string(s.at(name).get<double>()),
+                s.at("share").get<double>()};
+        if (!(x.share >= 0)) throw UserError(std::string(key) + ": negative share");
+        check(s);
+        sum += x.share;
+        out.push_back(x);
+      }
+      if (!(sum > 0)) throw UserError(std::string(key) + ": the shares sum to 0");
+      return out;
+    };
+    w.devices = shares("devices", "name", [&](const auto& s) { profiles.Device(s.at("name")); });
+    w.networks = shares("networks", "name", [&](const auto& s) { profiles.Network(s.at("name")); });
+    w.budgets = shares("budgets_ms", "budget_ms", [&](const auto& s) {
+      if (!(s.at("budget_ms").template get<double>() > 0))
+        throw UserError("budgets_ms: budgets must be positive");
+    });
+    auto positive = [&](const char* key, double& v) {
+      if (!j.contains(key)) return;
+      v = j.at(key).get<double>();
+      if (!(v > 0) || !std::isfinite(v)) throw UserError(std::string(key) + " must be positive");
+    };
+    positive("requests_per_user", w.requests_per_user);
+    positive("think_s", w.think_s);
+    positive("users_per_s", w.users_per_s);
+    positive("server_egress_kbps", w.egress_kbps);
+    if (j.contains("cloud_link")) {
+      w.cloud_extra_rtt_ms = j["cloud_link"].at("extra_rtt_ms").get<double>();
+      w.cloud_kbps = j["cloud_link"].at("kbps").get<double>();
+      if (!(w.cloud_extra_rtt_ms >= 0) || !(w.cloud_kbps > 0))
+        throw UserError("cloud_link: extra_rtt_ms >= 0 and kbps > 0");
+    }
+    w.upload_overhead_bytes = j.value("upload_overhead_bytes", w.upload_overhead_bytes);
+    if (w.upload_overhead_bytes < 0) throw UserError("upload_overhead_bytes must be >= 0");
+  } catch (const nlohmann::json::exception& e) {
+    throw UserError(path + ": " + e.what());
+  } catch (const UserError& e) {
+    throw UserError(path + ": " + e.what());
+  }
+  return w;
+}
+
+std::vector<User> MakeUsers(const Workload& w, const context::Profiles& profiles, int users,
+                            int64_t images, uint64_t seed) {
+  if (users < 1 || images < 1) throw UserError("need at least one user and one image");
+  std::mt19937_64 rng(seed);
+  auto pick = [&](const std::vector<Workload::Share>& s) -> const std::string& {
+    std::vector<double> p;
+    for (const auto& x : s) p.push_back(x.share);
+    return s[std::discrete_distribution<size_t>(p.begin(), p.end())(rng)].name;
+  };
+  std::exponential_distribution<double> arrival(w.users_per_s), think(1 / w.think_s);
+  std::poisson_distribution<int> count(w.requests_per_user);
+  std::uniform_int_distribution<int64_t> image(0, images - 1);
+  std::vector<User> out;
+  double t = 0;
+  for (int i = 0; i < users; ++i) {
+    t += arrival(rng);
+    User u;
+    u.c = context::Context::FromJson({{"name", "u" + std::to_string(i)},
+                                      {"device", pick(w.devices)},
+                                      {"network", pick(w.networks)},
+                                      {"budget_ms", std::stod(pick(w.budgets))},
+                                      {"inferences", w.requests_per_user}},
+                                     profiles);
+    const int n = std::max(1, count(rng));
+    double at = t;
+    for (int k = 0; k < n; ++k) {
+      u.t.push_back(at);
+      u.image.push_back(static_cast<int>(image(rng)));
+      at += think(rng);
+    }
+    out.push_back(std::move(u));
+  }
+  return out;
+}
+
+std::vector<double> BatchQueue(const std::vector<double>& arrival_ms,
+                               const std::vector<double>& work, const ServiceCurve& curve,
+                               int max_batch) {
+  std::vector<double> done(arrival_ms.size());
+  double free_at = 0;
+  size_t next = 0;
+  while (next < arrival_ms.size()) {
+    const double start = std::max(free_at, arrival_ms[next]);
+    size_t end = next;
+    double sum = 0;
+    while (end < arrival_ms.size() && arrival_ms[end] <= start &&
+           end - next < static_cast<size_t>(max_batch))
+      sum += work[end++];
+    const int b = static_cast<int>(end - next);
+    free_at = start + curve.Ms(b) * sum / b;
+    for (size_t i = next; i < end; ++i) done[i] = free_at;
+    next = end;
+  }
+  return done;
+}
+
+std::vector<std::string> SchemeNames() {
+  return {"mobile-only", "edge-only", "cloud-only", "static", "split", "deepadapter"};
+}
+
+namespace {
+
+double TransferMs(int64_t bytes, double kbps) { return static_cast<double>(bytes) * 8 / kbps; }
+
+// One request as a scheme runs it: what happens before it reaches a server (or
+// all of it, without one), the server's share, what follows.
+struct Step {
+  double before_ms = 0;     // from the request to the server's queue (or to the answer)
+  int server = -1;          // 0 edge, 1 cloud, -1 none
+  double work = 0;          // of the base model, on the server
+  double after_ms = 0;      // from the server's answer to the phone's
+  double energy_mj = 0;     // device compute + radio transfer (tails added per user)
+  bool radio = false;       // the request used the network (a tail follows)
+  double radio_end_ms = 0;  // its last transfer ends this long after the request (without queueing)
+  bool correct = false;
+  int64_t edge_bytes = 0, cloud_bytes = 0;  // models sent from each server's link
+  int download = 0;                         // 1: a model download, 2: served by the edge's cache
+};
+
+struct Links {
+  double rtt, down, up;  // ms, kbit/s
+};
+
+}  // namespace
+
+std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& w,
+                                         const std::vector<User>& users) {
+  const size_t n_images = in.labels.size();
+  auto check = [&](const SystemModel& m) {
+    if (m.predicted.size() != n_images || m.top.size() != n_images)
+      throw UserError("model " + m.id + ": answers for " + std::to_string(m.predicted.size()) +
+                      " images, expected " + std::to_string(n_images));
+  };
+  check(in.base);
+  for (const auto& b : in.branches) check(b);
+  if (in.branches.empty()) throw UserError("no branch models");
+  if (in.splits.empty()) throw UserError("no split points");
+  for (const User& u : users)
+    for (int i : u.image)
+      if (i < 0 || static_cast<size_t>(i) >= n_images) throw UserError("image index out of range");
+
+  // The static model: the named branch, else the one of median size.
+  const SystemModel* fixed = nullptr;
+  for (const auto& b : in.branches)
+    if (b.id == in.static_model) fixed = &b;
+  if (!fixed) {
+    if (!in.static_model.empty()) throw UserError("no branch '" + in.static_model + "'");
+    std::vector<const SystemModel*> by_size;
+    for (const auto& b : in.branches) by_size.push_back(&b);
+    std::sort(by_size.begin(), by_size.end(), [](auto* a, auto* b) { return a->bytes < b->bytes; });
+    fixed = by_size[by_size.size() / 2];
+  }
+  std::vector<edge::CatalogModel> catalog;
+  int64_t family_bytes = 0;
+  for (const auto& b : in.branches) {
+    catalog.push_back({b.id, b.bytes, b.val_accuracy, b.reference_ms});
+    family_bytes += b.bytes;
+  }
+  const int64_t upload = in.image_bytes + w.upload_overhead_bytes;
+  const double edge_one_ms = in.edge.Ms(1);
+
+  // Users in order of arrival (MakeUsers makes them so; the cache needs it).
+  std::vector<size_t> order(users.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return users[a].t.front() < users[b].t.front(); });
+
+  std::vector<SchemeResult> results;
+  for (const std::string& scheme : SchemeNames()) {
+    std::vector<std::vector<Step>> steps(users.size());
+    // DeepAdapter's edge cache, driven by the matches in arrival order.
+    edge::ModelCache cache(edge::Policy::kUtility,
+                           static_cast<int64_t>(in.cache_fraction * double(family_bytes)),
+                           in.half_life_s);
+    double next_refresh = 0;
+    for (size_t ui : order) {
+      const User& u = users[ui];
+      const context::Context& c = u.c;
+      const Links edge_link{c.rtt_ms, c.downlink_kbps, c.uplink_kbps};
+      const Links cloud_link{c.rtt_ms + w.cloud_extra_rtt_ms,
+                             std::min(c.downlink_kbps, w.cloud_kbps),
+                             std::min(c.uplink_kbps, w.cloud_kbps)};
+      const double t0 = u.t.front();
+      // Per session: the model on the phone (if any) and where it came from.
+      const SystemModel* local = nullptr;
+      double local_ms = 0, local_fraction = 1;
+      int64_t local_bytes = 0;
+      Links from = edge_link;
+      bool dl_edge = false, dl_cloud = false;  // whose outgoing link carries the model
+      int server = -1, download_kind = 1;
+      double work = 0;
+      int64_t send = upload;
+      if (scheme == "mobile-only") {
+        local = &in.base, local_bytes = in.base.bytes, from = cloud_link, dl_cloud = true;
+      } else if (scheme == "edge-only") {
+        server = 0, work = 1;
+      } else if (scheme == "cloud-only") {
+        server = 1, work = 1;
+      } else if (scheme == "static") {
+        local = fixed, local_bytes = fixed->bytes, from = cloud_link, dl_cloud = true;
+      } else if (scheme == "split") {
+        // The cut with the least predicted latency in this context.
+        double best = INFINITY;
+        const Split* s = nullptr;
+        for (const Split& x : in.splits) {
+          const int64_t head = static_cast<int64_t>(x.bytes_fraction * double(in.base.bytes));
+          double ms = c.slowdown * in.base.reference_ms * x.device_fraction;
+          if (x.device_fraction > 0)
+            ms += (c.rtt_ms + TransferMs(head, c.downlink_kbps)) / c.inferences;
+          if (x.device_fraction < 1)
+            ms += TransferMs(x.upload_bytes + w.upload_overhead_bytes, c.uplink_kbps) + c.rtt_ms +
+                  edge_one_ms * (1 - x.device_fraction);
+          if (ms < best) best = ms, s = &x;
+        }
+        local_fraction = s->device_fraction;
+        local_bytes = static_cast<int64_t>(s->bytes_fraction * double(in.base.bytes));
+        if (s->device_fraction > 0) local = &in.base, dl_edge = true;
+        if (s->device_fraction < 1) server = 0, work = 1 - s->device_fraction;
+        send = s->upload_bytes + w.upload_overhead_bytes;
+      } else {  // deepadapter
+        if (t0 >= next_refresh) {
+          cache.Refresh(catalog, t0, nullptr, nullptr);
+          next_refresh = t0 + in.refresh_s;
+        }
+        const edge::Match m = edge::MatchContext(
+            c, catalog, [&](int i) { return cache.Contains(catalog[size_t(i)].id); });
+        cache.Request(catalog[size_t(m.ideal)], t0, nullptr, nullptr);
+        local = &in.branches[size_t(m.served)];
+        local_bytes = local->bytes;
+        dl_edge = true;
+        if (cache.Contains(local->id)) {
+          download_kind = 2;
+        } else {
+          from = cloud_link, dl_cloud = true;  // fetched through the edge from the cloud
+        }
+      }
+      if (local)
+        local_ms = c.slowdown * local->reference_ms * (scheme == "split" ? local_fraction : 1);
+      for (size_t k = 0; k < u.t.size(); ++k) {
+        Step s;
+        const int img = u.image[k];
+        if (k == 0 && local && local_bytes > 0) {
+          const double dl = from.rtt + TransferMs(local_bytes, from.down);
+          s.before_ms += dl;
+          s.energy_mj += c.transfer_mw * TransferMs(local_bytes, from.down) / 1000;
+          s.radio = true, s.radio_end_ms = dl;
+          s.download = download_kind;
+          if (dl_edge) s.edge_bytes = local_bytes;
+          if (dl_cloud) s.cloud_bytes = local_bytes;
+        }
+        s.before_ms += local_ms;
+        s.energy_mj += c.compute_mw * local_ms / 1000;
+        bool ask = server >= 0;
+        const SystemModel* answer = &in.base;
+        if (scheme == "mobile-only" || scheme == "static" || scheme == "deepadapter")
+          answer = local;
+        if (scheme == "deepadapter" && local->top[size_t(img)] < local->threshold)
+          ask = true, server = 0, work = 1, answer = &in.base;
+        else if (scheme == "deepadapter")
+          ask = false;
+        if (ask) {
+          const Links& l = server == 0 ? edge_link : cloud_link;
+          const double up = TransferMs(send, l.up), back = TransferMs(300, l.down);
+          s.before_ms += up + l.rtt / 2;
+          s.after_ms = l.rtt / 2 + back;
+          s.server = server, s.work = work;
+          s.energy_mj += c.transfer_mw * (up + back) / 1000;
+          s.radio = true, s.radio_end_ms = s.before_ms;  // + queueing, added below
+        }
+        s.correct = answer->predicted[size_t(img)] == in.labels[size_t(img)];
+        steps[ui].push_back(s);
+      }
+    }
+    // Queueing at the servers.
+    for (int srv : {0, 1}) {
+      struct Job {
+        double arrive;
+        size_t u, k;
+      };
+      std::vector<Job> jobs;
+      for (size_t ui = 0; ui < users.size(); ++ui)
+        for (size_t k = 0; k < steps[ui].size(); ++k)
+          if (steps[ui][k].server == srv)
+            jobs.push_back({users[ui].t[k] * 1000 + steps[ui][k].before_ms, ui, k});
+      std::sort(jobs.begin(), jobs.end(),
+                [](const Job& a, const Job& b) { return a.arrive < b.arrive; });
+      std::vector<double> arrive, work;
+      for (const Job& j : jobs) arrive.push_back(j.arrive), work.push_back(steps[j.u][j.k].work);
+      const std::vector<double> done =
+          BatchQueue(arrive, work, srv == 0 ? in.edge : in.cloud, in.max_batch);
+      for (size_t i = 0; i < jobs.size(); ++i) {
+        Step& s = steps[jobs[i].u][jobs[i].k];
+        s.before_ms += done[i] - arrive[i];  // waiting and service
+        s.radio_end_ms = s.before_ms + s.after_ms;
+      }
+    }
+    // Totals; radio tails per user, cut short by the next transfer.
+    SchemeResult r;
+    r.scheme = scheme;
+    double energy = 0, server_ms = 0, edge_work = 0, cloud_work = 0;
+    int64_t correct = 0, offloaded = 0, downloads = 0, hits = 0, edge_bytes = 0, cloud_bytes = 0;
+    for (size_t ui = 0; ui < users.size(); ++ui) {
+      const context::Context& c = users[ui].c;
+      double last_end = -INFINITY;
+      for (size_t k = 0; k < steps[ui].size(); ++k) {
+        const Step& s = steps[ui][k];
+        const double t = users[ui].t[k] * 1000;
+        r.latency_ms.push_back(s.before_ms + s.after_ms);
+        energy += s.energy_mj;
+        if (s.radio) {
+          // The previous tail ran until this transfer began (or fully).
+          if (std::isfinite(last_end)) {
+            const double gap_s = (t - last_end) / 1000;
+            energy += c.tail_s > 0 ? c.tail_mj * std::clamp(gap_s / c.tail_s, 0.0, 1.0) : c.tail_mj;
+          }
+          last_end = t + s.radio_end_ms;
+        }
+        correct += s.correct;
+        offloaded += s.server >= 0;
+        if (s.download) ++downloads, hits += s.download == 2;
+        edge_bytes += s.edge_bytes, cloud_bytes += s.cloud_bytes;
+        if (s.server == 0) edge_work += s.work;
+        if (s.server == 1) cloud_work += s.work;
+      }
+      if (std::isfinite(last_end)) energy += c.tail_mj;  // the last tail runs out
+    }
+    const double n = static_cast<double>(r.latency_ms.size());
+    std::vector<double> sorted = r.latency_ms;
+    std::sort(sorted.begin(), sorted.end());
+    double sum = 0;
+    for (double v : sorted) sum += v;
+    r.mean_ms = sum / n;
+    r.p95_ms = sorted[std::min(sorted.size() - 1, static_cast<size_t>(0.95 * n))];
+    r.energy_mj = energy / n;
+    r.accuracy = double(correct) / n;
+    r.offload = double(offloaded) / n;
+    if (scheme == "deepadapter") r.hit_rate = downloads ? double(hits) / double(downloads) : 0;
+    // Throughput: the first resource to saturate, per request.
+    const double egress = w.egress_kbps * 1000 / 8;  // bytes/s
+    struct Limit {
+      const char* what;
+      double per_request, capacity;
+    } limits[] = {
+        {"edge compute", edge_work / n, in.edge.Capacity(in.max_batch)},
+        {"cloud compute", cloud_work / n, in.cloud.Capacity(in.max_batch)},
+        {"edge egress", double(edge_bytes) / n, egress},
+        {"cloud egress", double(cloud_bytes) / n, egress},
+    };
+    r.throughput = INFINITY;
+    for (const Limit& l : limits)
+      if (l.per_request > 0 && l.capacity / l.per_request < r.throughput)
+        r.throughput = l.capacity / l.per_request, r.bottleneck = l.what;
+    server_ms = (edge_work * 1000 / in.edge.Capacity(in.max_batch) +
+                 cloud_work * 1000 / in.cloud.Capacity(in.max_batch)) /
+                n;
+    r.server_ms_per_request = server_ms;
+    results.push_back(std::move(r));
+  }
+  return results;
+}
+
+}  // namespace da::sim

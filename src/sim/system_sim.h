@@ -1,0 +1,115 @@
+#pragma once
+// The system evaluation (issue 11): one workload of users, six schemes.
+// Per request, latency and mobile energy follow the predictor (transfers over
+// the user's link, compute at the device's slowdown, radio power and tails),
+// correctness is the real models' answers on the real test images, and
+// requests that reach the edge or the cloud queue there for batches served in
+// measured times.
+//   mobile-only  the base model, downloaded from the cloud, run on the phone
+//   edge-only    every image uploaded; the edge's base model answers
+//   cloud-only   the same with the cloud, over a wider link
+//   static       one mid-size branch for everyone, from the cloud, on the phone
+//   split        Neurosurgeon: the base cut where the context's latency is least,
+//                the head on the phone (downloaded from the edge), the tail on the edge
+//   deepadapter  the matched branch (from the edge's cache, or through it from
+//                the cloud), the edge's base model below the branch's threshold
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "context/context.h"
+
+namespace da::sim {
+
+// A model with its answers on the evaluation images.
+struct SystemModel {
+  std::string id;
+  int64_t bytes = 0;
+  double reference_ms = 0;
+  double threshold = 0;  // DeepAdapter: below this top probability the edge answers
+  double val_accuracy = 0;
+  std::vector<int64_t> predicted;  // per image
+  std::vector<float> top;          // per image
+};
+
+// A place to cut the base model: the phone runs a prefix, sends the one
+// tensor alive there, the edge runs the rest.
+struct Split {
+  double device_fraction = 0;  // of the base's reference time
+  double bytes_fraction = 0;   // of the base's download the phone needs
+  int64_t upload_bytes = 0;    // float32 tensor (the raw image when nothing runs on the phone)
+};
+
+// Batch service time of a server: ms for b images, linear between measured
+// batch sizes (and past the largest).
+struct ServiceCurve {
+  std::vector<int> batch;
+  std::vector<double> ms;
+  double Ms(int b) const;
+  double Capacity(int max_batch) const;  // images/s at the best batch size <= max_batch
+};
+
+// profiles/workload.json
+struct Workload {
+  struct Share {
+    std::string name;
+    double share = 0;
+  };
+  std::vector<Share> devices, networks, budgets;  // budgets: name = ms
+  double requests_per_user = 100, think_s = 2, users_per_s = 5;
+  double cloud_extra_rtt_ms = 40, cloud_kbps = 20000;
+  double egress_kbps = 1e6;
+  int64_t upload_overhead_bytes = 400;
+  static Workload Load(const std::string& path, const context::Profiles& profiles);
+};
+
+struct User {
+  context::Context c;
+  std::vector<double> t;   // request times (s)
+  std::vector<int> image;  // per request
+};
+std::vector<User> MakeUsers(const Workload& w, const context::Profiles& profiles, int users,
+                            int64_t images, uint64_t seed);
+
+struct SystemInput {
+  SystemModel base;
+  std::vector<SystemModel> branches;
+  std::vector<Split> splits;  // of the base; the first is "nothing on the phone"
+  std::vector<int> labels;    // per image
+  int64_t image_bytes = 784;  // one input as uploaded (UINT8 pixels)
+  ServiceCurve edge, cloud;
+  int max_batch = 64;
+  double cache_fraction = 0.3;  // the edge cache, a fraction of the branches' bytes
+  double refresh_s = 10, half_life_s = 600;
+  std::string static_model;  // default: the branch of median size
+};
+
+struct SchemeResult {
+  std::string scheme;
+  std::vector<double> latency_ms;  // per request, in user order
+  double mean_ms = 0, p95_ms = 0;
+  double energy_mj = 0;  // mobile, per request
+  double accuracy = 0;
+  double offload = 0;                // share of requests answered by a server
+  double hit_rate = -1;              // model downloads served from the edge cache (-1: no cache)
+  double throughput = 0;             // requests/s the servers sustain (their compute and egress)
+  std::string bottleneck;            // what limits the throughput
+  double server_ms_per_request = 0;  // busy server time per request (the load)
+};
+
+std::vector<std::string> SchemeNames();
+
+// Every scheme on the same users. UserError when the inputs do not fit
+// (images out of range, no branches, mismatched answers).
+std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& w,
+                                         const std::vector<User>& users);
+
+// Completion times of jobs at a batching server: arrivals sorted ascending;
+// whenever the server is free it takes up to max_batch waiting jobs (or waits
+// for the next), and a batch of b takes curve.Ms(b) x the mean `work` of its
+// jobs (1 = the whole base model).
+std::vector<double> BatchQueue(const std::vector<double>& arrival_ms,
+                               const std::vector<double>& work, const ServiceCurve& curve,
+                               int max_batch);
+
+}  // namespace da::sim

@@ -1,0 +1,145 @@
+// The system simulator's arithmetic on workloads small enough to check by hand.
+#include "sim/system_sim.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "common/error.h"
+
+using namespace da::sim;
+
+namespace {
+
+const da::context::Profiles& Profiles() {
+  static const auto p = da::context::Profiles::Load(std::string(DA_SOURCE_DIR) + "/profiles");
+  return p;
+}
+
+// One model answering `label` with probability `top` on every one of 4 images.
+SystemModel Model(const std::string& id, int64_t bytes, double ref_ms, int label, float top,
+                  double threshold = 0) {
+  return {id,
+          bytes,
+          ref_ms,
+          threshold,
+          0.9,
+          std::vector<int64_t>(4, label),
+          std::vector<float>(4, top)};
+}
+
+SystemInput Input() {
+  SystemInput in;
+  in.base = Model("base", 1'000'000, 2.0, 1, 0.9f);
+  in.branches = {Model("small", 100'000, 0.5, 1, 0.9f, 0.5)};
+  in.splits = {{0, 0, 784}, {1, 1, 0}};
+  in.labels = {1, 1, 1, 0};  // the base and the branch are right on 3 of 4
+  in.edge.batch = in.cloud.batch = {1, 64};
+  in.edge.ms = in.cloud.ms = {1, 64};  // 1 ms per image, whatever the batch
+  return in;
+}
+
+User OneUser(std::vector<double> t, std::vector<int> images, const std::string& network = "4g") {
+  User u;
+  u.c = da::context::Context::FromJson({{"name", "u"},
+                                        {"device", "mid"},
+                                        {"network", network},
+                                        {"budget_ms", 30},
+                                        {"inferences", 100}},
+                                       Profiles());
+  u.t = std::move(t), u.image = std::move(images);
+  return u;
+}
+
+const SchemeResult& Find(const std::vector<SchemeResult>& rs, const std::string& s) {
+  for (const auto& r : rs)
+    if (r.scheme == s) return r;
+  throw std::logic_error("no scheme " + s);
+}
+
+}  // namespace
+
+TEST(SystemSim, OneRequestIsThePredictorsSum) {
+  const SystemInput in = Input();
+  Workload w;
+  const User u = OneUser({0}, {0});
+  const auto rs = SimulateSystem(in, w, {u});
+  const auto& c = u.c;
+  // Mobile-only: the base from the cloud (its link: extra RTT, the narrower
+  // bandwidth), then the base's time at the device's slowdown.
+  const double cloud_kbps = std::min(c.downlink_kbps, w.cloud_kbps);
+  EXPECT_NEAR(Find(rs, "mobile-only").latency_ms[0],
+              c.rtt_ms + w.cloud_extra_rtt_ms + 1e6 * 8 / cloud_kbps + c.slowdown * 2.0, 1e-9);
+  // Edge-only: upload, round trip, one image's service, the answer back.
+  const double up = (784.0 + w.upload_overhead_bytes) * 8 / c.uplink_kbps;
+  EXPECT_NEAR(Find(rs, "edge-only").latency_ms[0],
+              up + c.rtt_ms + 1.0 + 300.0 * 8 / c.downlink_kbps, 1e-9);
+  // DeepAdapter: nothing cached yet, so the branch comes through the edge from
+  // the cloud; it is confident (0.9 >= 0.5) and answers on the phone.
+  const auto& da = Find(rs, "deepadapter");
+  EXPECT_NEAR(da.latency_ms[0],
+              c.rtt_ms + w.cloud_extra_rtt_ms + 1e5 * 8 / cloud_kbps + c.slowdown * 0.5, 1e-9);
+  EXPECT_EQ(da.offload, 0);
+  EXPECT_EQ(da.hit_rate, 0);
+  // Energy: compute power x time + radio power x transfer + the whole tail.
+  EXPECT_NEAR(Find(rs, "mobile-only").energy_mj,
+              c.compute_mw * c.slowdown * 2.0 / 1000 +
+                  c.transfer_mw * (1e6 * 8 / cloud_kbps) / 1000 + c.tail_mj,
+              1e-9);
+}
+
+TEST(SystemSim, AnAllFallbackUserIsEdgeOnly) {
+  SystemInput in = Input();
+  // A branch that is never sure, costs nothing to fetch and nothing to run.
+  in.branches = {Model("unsure", 0, 0, 0, 0.1f, 0.5)};
+  Workload w;
+  const User u = OneUser({0, 1, 2.5, 10}, {0, 1, 2, 3});
+  const auto rs = SimulateSystem(in, w, {u});
+  const auto &da = Find(rs, "deepadapter"), &edge = Find(rs, "edge-only");
+  ASSERT_EQ(da.latency_ms.size(), 4u);
+  for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(da.latency_ms[i], edge.latency_ms[i], 1e-9) << i;
+  EXPECT_NEAR(da.energy_mj, edge.energy_mj, 1e-9);
+  EXPECT_EQ(da.accuracy, edge.accuracy);  // the base's answers: 3 of 4
+  EXPECT_EQ(da.accuracy, 0.75);
+  EXPECT_EQ(da.offload, 1);
+}
+
+TEST(SystemSim, RadioTailsAreCutShortByTheNextTransfer) {
+  const SystemInput in = Input();
+  Workload w;
+  // Two edge-only requests 1 s apart on 4G (tail 11.576 s): the first tail
+  // runs 1 s of its 11.576 s, the second runs out.
+  const User u = OneUser({0, 1}, {0, 1});
+  const auto rs = SimulateSystem(in, w, {u});
+  const auto& c = u.c;
+  const double one = Find(rs, "edge-only").latency_ms[0];
+  const double up = (784.0 + w.upload_overhead_bytes) * 8 / c.uplink_kbps,
+               back = 300.0 * 8 / c.downlink_kbps;
+  const double transfer = c.transfer_mw * (up + back) / 1000;
+  const double first_tail = c.tail_mj * (1.0 - one / 1000) / c.tail_s;
+  EXPECT_NEAR(Find(rs, "edge-only").energy_mj * 2, 2 * transfer + first_tail + c.tail_mj, 1e-6);
+}
+
+TEST(SystemSim, BatchQueueServesWaitingJobsTogether) {
+  ServiceCurve curve{{1, 64}, {1, 64}};
+  // Three jobs at 0 with batches of at most 2: two done at 2, the third at 3;
+  // a job arriving later to an idle server starts at once.
+  const auto done = BatchQueue({0, 0, 0, 10}, {1, 1, 1, 0.5}, curve, 2);
+  EXPECT_DOUBLE_EQ(done[0], 2);
+  EXPECT_DOUBLE_EQ(done[1], 2);
+  EXPECT_DOUBLE_EQ(done[2], 3);
+  EXPECT_DOUBLE_EQ(done[3], 10.5);
+  EXPECT_DOUBLE_EQ(curve.Capacity(64), 1000);
+}
+
+TEST(SystemSim, WorkloadsAreValidated) {
+  const auto users =
+      MakeUsers(Workload::Load(std::string(DA_SOURCE_DIR) + "/profiles/workload.json", Profiles()),
+                Profiles(), 50, 100, 1);
+  ASSERT_EQ(users.size(), 50u);
+  for (size_t i = 1; i < users.size(); ++i) EXPECT_GE(users[i].t.front(), users[i - 1].t.front());
+  SystemInput in = Input();
+  EXPECT_THROW(SimulateSystem(in, Workload{}, {OneUser({0}, {7})}), da::UserError);  // image 7 of 4
+  in.branches.clear();
+  EXPECT_THROW(SimulateSystem(in, Workload{}, {OneUser({0}, {0})}), da::UserError);
+}
