@@ -75,6 +75,13 @@ expect_ok "tiny bench prune compares on network-bound contexts" "net  *accuracy"
   --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench" --limit 300 --short-steps 1 \
   --long-epochs 0 --val-images 100
 [[ -s "$tmp/bench/prune.svg" ]] || { echo "FAIL bench prune wrote no plot"; fails=$((fails + 1)); }
+expect_ok "tiny bench system" "deepadapter " bench system --family "$tmp/repo" --out "$tmp/sys" --users 30 --images 200
+for f in system.json summary.md latency-cdf.svg; do
+  [[ -s "$tmp/sys/$f" ]] || { echo "FAIL bench system wrote no $f"; fails=$((fails + 1)); }
+done
+expect_error "bench system: missing family" "family.json" bench system --family "$tmp/none" --out "$tmp/sys"
+printf '{"devices": [{"name": "tablet", "share": 1}]}' >"$tmp/badwork.json"
+expect_error "bench system: unknown device in the workload" "tablet" bench system --family "$tmp/repo" --out "$tmp/sys" --workload "$tmp/badwork.json"
 expect_error "prune of a missing base" "not found" prune --base "$tmp/nomodel" --out "$tmp/r2"
 expect_error "unknown importance" "importance" prune --base "$tmp/m" --out "$tmp/r2" --importance magic
 expect_error "bad step" "step" prune --base "$tmp/m" --out "$tmp/r2" --step 1.5

@@ -239,6 +239,29 @@ void AddSystemBench(CLI::App& bench) {
                      {"offload", r.offload},
                      {"hit_rate", r.hit_rate}});
     }
+    // Mean latency per network preset: where each scheme's time goes. Users'
+    // requests are in user order in every result.
+    std::vector<std::string> nets;
+    for (const auto& u : users)
+      if (std::find(nets.begin(), nets.end(), u.c.network) == nets.end())
+        nets.push_back(u.c.network);
+    std::string by_net = "\nmean latency (ms) by network\n" + std::string(12, ' ');
+    for (const auto& n : nets) by_net += std::string(10 - std::min<size_t>(9, n.size()), ' ') + n;
+    by_net += "\n";
+    for (const auto& r : rs) {
+      by_net += r.scheme + std::string(12 - std::min<size_t>(11, r.scheme.size()), ' ');
+      for (const auto& n : nets) {
+        double sum = 0;
+        size_t count = 0, k = 0;
+        for (const auto& u : users)
+          for (size_t i = 0; i < u.t.size(); ++i, ++k)
+            if (u.c.network == n) sum += r.latency_ms[k], ++count;
+        by_net += Fmt("%10.1f", count ? sum / double(count) : NAN);
+      }
+      by_net += "\n";
+    }
+    std::printf("%s", by_net.c_str());
+    table_md += "\n```" + by_net + "```\n";
     std::string ratios =
         "\nDeepAdapter against each scheme (latency and energy: theirs / ours; throughput: ours / "
         "theirs)\n";

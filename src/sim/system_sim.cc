@@ -296,13 +296,11 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
         s.before_ms += local_ms;
         s.energy_mj += c.compute_mw * local_ms / 1000;
         bool ask = server >= 0;
-        const SystemModel* answer = &in.base;
-        if (scheme == "mobile-only" || scheme == "static" || scheme == "deepadapter")
-          answer = local;
-        if (scheme == "deepadapter" && local->top[size_t(img)] < local->threshold)
-          ask = true, server = 0, work = 1, answer = &in.base;
-        else if (scheme == "deepadapter")
-          ask = false;
+        const SystemModel* answer = local && !ask ? local : &in.base;
+        if (scheme == "deepadapter") {  // the edge's base model when the branch is unsure
+          ask = local->top[size_t(img)] < local->threshold;
+          server = 0, work = 1, answer = ask ? &in.base : local;
+        }
         if (ask) {
           const Links& l = server == 0 ? edge_link : cloud_link;
           const double up = TransferMs(send, l.up), back = TransferMs(300, l.down);
@@ -342,7 +340,7 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
     // Totals; radio tails per user, cut short by the next transfer.
     SchemeResult r;
     r.scheme = scheme;
-    double energy = 0, server_ms = 0, edge_work = 0, cloud_work = 0;
+    double energy = 0, edge_work = 0, cloud_work = 0;
     int64_t correct = 0, offloaded = 0, downloads = 0, hits = 0, edge_bytes = 0, cloud_bytes = 0;
     for (size_t ui = 0; ui < users.size(); ++ui) {
       const context::Context& c = users[ui].c;
@@ -395,10 +393,6 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
     for (const Limit& l : limits)
       if (l.per_request > 0 && l.capacity / l.per_request < r.throughput)
         r.throughput = l.capacity / l.per_request, r.bottleneck = l.what;
-    server_ms = (edge_work * 1000 / in.edge.Capacity(in.max_batch) +
-                 cloud_work * 1000 / in.cloud.Capacity(in.max_batch)) /
-                n;
-    r.server_ms_per_request = server_ms;
     results.push_back(std::move(r));
   }
   return results;

@@ -94,7 +94,6 @@ struct SchemeResult {
   double hit_rate = -1;              // model downloads served from the edge cache (-1: no cache)
   double throughput = 0;             // requests/s the servers sustain (their compute and egress)
   std::string bottleneck;            // what limits the throughput
-  double server_ms_per_request = 0;  // busy server time per request (the load)
 };
 
 std::vector<std::string> SchemeNames();
