@@ -92,7 +92,7 @@ std::vector<sim::Split> Splits(const nn::ModelSpec& spec, const context::Latency
     for (size_t j = i + 1; j < layers.size(); ++j) {
       const nn::Layer& l = layers[j].layer;
       for (int v : {l.input, l.input2})
-        if (v >= 0 && v <= static_cast<int>(i) && v != static_cast<int>(i) + 1) alone = false;
+        if (v >= 0 && v <= static_cast<int>(i)) alone = false;  // an older value still needed
     }
     if (!alone) continue;
     const nn::Layer& l = layers[i].layer;
