@@ -140,7 +140,8 @@ std::vector<double> BatchQueue(const std::vector<double>& arrival_ms,
 }
 
 std::vector<std::string> SchemeNames() {
-  return {"mobile-only", "edge-only", "cloud-only", "static", "split", "deepadapter"};
+  return {"mobile-only", "edge-only",   "cloud-only",     "static",
+          "split",       "deepadapter", "deepadapter-fit"};
 }
 
 namespace {
@@ -297,8 +298,13 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
         s.energy_mj += c.compute_mw * local_ms / 1000;
         bool ask = server >= 0;
         const SystemModel* answer = local && !ask ? local : &in.base;
-        if (scheme == "deepadapter") {  // the edge's base model when the branch is unsure
+        if (scheme.starts_with("deepadapter")) {  // the edge's base model when the branch is unsure
           ask = local->top[size_t(img)] < local->threshold;
+          // -fit: only when the edge's answer can arrive within the budget.
+          if (scheme == "deepadapter-fit")
+            ask = ask && TransferMs(send, c.uplink_kbps) + c.rtt_ms + edge_one_ms +
+                                 TransferMs(300, c.downlink_kbps) <=
+                             c.budget_ms;
           server = 0, work = 1, answer = ask ? &in.base : local;
         }
         if (ask) {
@@ -377,7 +383,8 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
     r.energy_mj = energy / n;
     r.accuracy = double(correct) / n;
     r.offload = double(offloaded) / n;
-    if (scheme == "deepadapter") r.hit_rate = downloads ? double(hits) / double(downloads) : 0;
+    if (scheme.starts_with("deepadapter"))
+      r.hit_rate = downloads ? double(hits) / double(downloads) : 0;
     // Throughput: the first resource to saturate, per request.
     const double egress = w.egress_kbps * 1000 / 8;  // bytes/s
     struct Limit {

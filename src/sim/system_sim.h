@@ -13,6 +13,8 @@
 //                the head on the phone (downloaded from the edge), the tail on the edge
 //   deepadapter  the matched branch (from the edge's cache, or through it from
 //                the cloud), the edge's base model below the branch's threshold
+//   deepadapter-fit  the same, asking the edge only when its answer can arrive
+//                within the budget (upload + round trip + batch-1 service)
 #include <cstdint>
 #include <string>
 #include <vector>
