@@ -143,3 +143,18 @@ TEST(SystemSim, WorkloadsAreValidated) {
   in.branches.clear();
   EXPECT_THROW(SimulateSystem(in, Workload{}, {OneUser({0}, {0})}), da::UserError);
 }
+
+TEST(SystemSim, FitAsksTheEdgeOnlyWhenItsAnswerArrivesWithinTheBudget) {
+  SystemInput in = Input();
+  in.branches = {Model("unsure", 0, 0, 0, 0.1f, 0.5)};
+  Workload w;
+  // 3G: a 2 s round trip never fits 30 ms; WiFi (2 ms round trip) does.
+  const auto slow = SimulateSystem(in, w, {OneUser({0, 1}, {0, 1}, "3g")});
+  EXPECT_EQ(Find(slow, "deepadapter").offload, 1);
+  EXPECT_EQ(Find(slow, "deepadapter-fit").offload, 0);
+  EXPECT_EQ(Find(slow, "deepadapter-fit").accuracy,
+            0);  // the branch's answers (label 0) on label-1 images
+  const auto fast = SimulateSystem(in, w, {OneUser({0, 1}, {0, 1}, "wifi")});
+  EXPECT_EQ(Find(fast, "deepadapter-fit").offload, 1);
+  EXPECT_NEAR(Find(fast, "deepadapter-fit").mean_ms, Find(fast, "deepadapter").mean_ms, 1e-9);
+}
