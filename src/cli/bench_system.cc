@@ -1,20 +1,28 @@
 // deepadapter bench system: the paper's headline comparison on our models
 // (sim/system_sim.h): six schemes on one workload of users, with every answer
 // from the real models on real test images.
+#include <httplib.h>
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "cli/commands.h"
+#include "cloud/cloud.h"
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/plot.h"
+#include "common/process.h"
 #include "common/progress.h"
 #include "common/sha256.h"
 #include "context/latency.h"
+#include "edge/edge.h"
 #include "infer/batcher.h"
 #include "nn/dataset.h"
 #include "nn/model_dir.h"
@@ -35,6 +43,8 @@ struct Flags {
   uint64_t seed = 1;
   double cache_fraction = 0.3;
   int max_batch = 64;
+  double live_seconds = 10;  // per scheme against running services (0: skip)
+  int clients = 256;
 };
 
 // A model's answers on the images, cached in OUT/answers by the hash of its
@@ -130,6 +140,106 @@ sim::ServiceCurve MeasureService(const std::string& base_dir, int max_batch) {
   return curve;
 }
 
+using Clock = std::chrono::steady_clock;
+
+// One scheme driven for real against running services: `clients` emulated
+// phones, each taking users of the workload in turn and running their sessions
+// back to back (no think time: saturation). On-device compute is slept for its
+// predicted time (phones are separate machines); matches, model downloads and
+// inferences are real HTTP requests to the edge (or the cloud).
+struct Live {
+  std::string scheme;
+  double rps = 0, p50 = 0, p99 = 0, server_rps = 0;
+  int64_t failed = 0;
+};
+
+Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::SystemInput& in,
+           const sim::Workload& w, const std::vector<sim::User>& users, const nn::Images& images,
+           int clients, double seconds) {
+  std::atomic<size_t> next_user{0};
+  std::atomic<int64_t> done{0}, server{0}, failed{0};
+  std::mutex mu;
+  std::vector<double> lat;
+  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(seconds));
+  const bool da = scheme.starts_with("deepadapter");
+  auto infer_body = [&](int img) {
+    const int64_t n = images.PixelsPerImage();
+    std::vector<int> px(images.pixels.begin() + img * n, images.pixels.begin() + (img + 1) * n);
+    return nlohmann::json{{"inputs",
+                           {{{"name", "input"},
+                             {"shape", {1, images.channels, images.height, images.width}},
+                             {"datatype", "UINT8"},
+                             {"data", px}}}}}
+        .dump();
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < clients; ++t)
+    threads.emplace_back([&] {
+      httplib::Client c("127.0.0.1", scheme == "cloud-only" ? cloud_port : edge_port);
+      c.set_read_timeout(30);
+      std::vector<double> mine;
+      auto post = [&](const std::string& path, const std::string& body) {
+        auto res = c.Post(path, body, "application/json");
+        if (!res || res->status != 200) {
+          ++failed;
+          return std::string();
+        }
+        return res->body;
+      };
+      while (Clock::now() < end) {
+        const sim::User& u = users[next_user++ % users.size()];
+        const sim::SystemModel* model = nullptr;
+        double device_ms = 0, fit_ms = 0;
+        auto session_start = Clock::now();
+        if (da) {
+          const std::string m = post("/v1/match", nlohmann::json{{"device", u.c.device},
+                                                                 {"network", u.c.network},
+                                                                 {"budget_ms", u.c.budget_ms},
+                                                                 {"inferences", u.c.inferences}}
+                                                      .dump());
+          if (m.empty()) continue;
+          const nlohmann::json j = nlohmann::json::parse(m);
+          auto res = c.Get(j.at("url").get<std::string>());
+          if (!res || res->status != 200) {
+            ++failed;
+            continue;
+          }
+          for (const auto& b : in.branches)
+            if (b.id == j.at("model")) model = &b;
+          if (!model) throw UserError("the edge served an unknown model " + j.dump());
+          device_ms = u.c.slowdown * model->reference_ms;
+          fit_ms = double(in.image_bytes + w.upload_overhead_bytes) * 8 / u.c.uplink_kbps +
+                   u.c.rtt_ms + in.edge.Ms(1) + 300.0 * 8 / u.c.downlink_kbps;
+        }
+        for (size_t k = 0; k < u.t.size() && Clock::now() < end; ++k) {
+          const auto start = k == 0 ? session_start : Clock::now();
+          const int img = u.image[k];
+          bool ask = !da;
+          if (da) {
+            std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(device_ms));
+            ask = model->top[size_t(img)] < model->threshold &&
+                  (scheme == "deepadapter" || fit_ms <= u.c.budget_ms);
+          }
+          if (ask) {
+            if (post("/v2/models/base/infer", infer_body(img)).empty()) continue;
+            ++server;
+          }
+          mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());
+          ++done;
+        }
+      }
+      std::lock_guard lock(mu);
+      lat.insert(lat.end(), mine.begin(), mine.end());
+    });
+  for (auto& t : threads) t.join();
+  std::sort(lat.begin(), lat.end());
+  auto pct = [&](double p) {
+    return lat.empty() ? NAN : lat[std::min(lat.size() - 1, size_t(p * double(lat.size())))];
+  };
+  return {scheme, double(done) / seconds, pct(0.5), pct(0.99), double(server) / seconds, failed};
+}
+
 std::string Fmt(const char* f, double v) {
   char b[64];
   std::snprintf(b, sizeof b, f, v);
@@ -166,6 +276,14 @@ void AddSystemBench(CLI::App& bench) {
   cmd->add_option("--max-batch", f->max_batch, "Servers' largest batch")
       ->capture_default_str()
       ->check(CLI::Range(1, 4096));
+  cmd->add_option("--live-seconds", f->live_seconds,
+                  "Seconds per scheme driving running services (cloud and edge on loopback) "
+                  "with emulated phones; 0 skips it")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 600.0));
+  cmd->add_option("--clients", f->clients, "Emulated phones in the live run")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 2000));
   cmd->add_option("--static-model", f->static_model,
                   "The static scheme's branch (default: the branch of median size)");
   cmd->callback([f] {
@@ -294,6 +412,75 @@ void AddSystemBench(CLI::App& bench) {
     }
     std::printf("%s", ratios.c_str());
 
+    // The live run: throughput measured on running services.
+    nlohmann::json live = nlohmann::json::array();
+    if (f->live_seconds > 0) {
+      TempDir tmp("da-bench-system");
+      cloud::CloudConfig cc;
+      cc.repo_dir = (tmp.path() / "repo").string();
+      cc.family_dir = f->family;
+      cc.profiles_dir = f->profiles;
+      cc.table_path = f->table;
+      cc.standard_path = SourcePath("profiles/contexts.json");
+      cc.data_dir = f->data;
+      cc.batching.max_batch = f->max_batch;
+      cc.server.threads = f->clients + 32;
+      cloud::Cloud cloud(cc);
+      std::thread cloud_thread([&] { cloud.Run(); });
+      edge::EdgeConfig ec;
+      ec.cloud_url = "http://127.0.0.1:" + std::to_string(cloud.port());
+      ec.state_dir = (tmp.path() / "state").string();
+      ec.profiles_dir = f->profiles;
+      int64_t family_bytes = 0;
+      for (const auto& b : in.branches) family_bytes += b.bytes;
+      ec.cache_bytes = std::max<int64_t>(1, int64_t(f->cache_fraction * double(family_bytes)));
+      ec.batching.max_batch = f->max_batch;
+      ec.server.threads = f->clients + 32;
+      edge::Edge e(ec);
+      std::thread edge_thread([&] { e.Run(); });
+      httplib::Client hc("127.0.0.1", e.port());
+      for (int i = 0; i < 600; ++i) {
+        auto res = hc.Get("/healthz");
+        if (res && res->status == 200) {
+          const auto h = nlohmann::json::parse(res->body);
+          if (h.value("base_ready", false) && h.value("catalog_models", 0) > 0) break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      std::printf("\nlive: cloud and edge on loopback, %d emulated phones, %.0f s per scheme\n",
+                  f->clients, f->live_seconds);
+      std::printf("%-16s %14s %10s %10s %16s %8s\n", "scheme", "user req/s", "p50 ms", "p99 ms",
+                  "server req/s", "failed");
+      std::vector<Live> lives;
+      for (const char* scheme : {"edge-only", "cloud-only", "deepadapter", "deepadapter-fit"}) {
+        Drive(scheme, e.port(), cloud.port(), in, workload, users, data.test, f->clients, 1);
+        lives.push_back(Drive(scheme, e.port(), cloud.port(), in, workload, users, data.test,
+                              f->clients, f->live_seconds));
+        const Live& l = lives.back();
+        std::printf("%-16s %14.0f %10.2f %10.2f %16.0f %8lld\n", l.scheme.c_str(), l.rps, l.p50,
+                    l.p99, l.server_rps, (long long)l.failed);
+        live.push_back({{"scheme", l.scheme},
+                        {"user_rps", l.rps},
+                        {"p50_ms", l.p50},
+                        {"p99_ms", l.p99},
+                        {"server_rps", l.server_rps},
+                        {"failed", l.failed}});
+      }
+      e.Stop();
+      edge_thread.join();
+      cloud.Stop();
+      cloud_thread.join();
+      std::string line;
+      for (size_t i = 2; i < lives.size(); ++i)
+        line +=
+            lives[i].scheme + " / edge-only: " + Fmt("%.2fx", lives[i].rps / lives[0].rps) +
+            (lives[i].rps >= 3 * lives[0].rps ? " (goal >= 3x: met)" : " (goal >= 3x: NOT met)") +
+            "\n";
+      std::printf("live throughput, %s", line.c_str());
+      ratios += "\nlive throughput (" + std::to_string(f->clients) + " emulated phones, " +
+                Fmt("%.0f", f->live_seconds) + " s per scheme):\n" + line;
+    }
+
     // Files: JSON, Markdown, plots.
     const fs::path dir = f->out;
     WriteFileAtomic((dir / "system.json").string(),
@@ -303,7 +490,8 @@ void AddSystemBench(CLI::App& bench) {
                                    {"images", data.test.count},
                                    {"seed", f->seed},
                                    {"service_ms", {{"batch", in.edge.batch}, {"ms", in.edge.ms}}},
-                                   {"schemes", out}}
+                                   {"schemes", out},
+                                   {"live", live}}
                         .dump(1));
     WriteFileAtomic((dir / "summary.md").string(),
                     "# System evaluation\n\n`deepadapter bench system --family " + f->family +
