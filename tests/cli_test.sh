@@ -75,7 +75,10 @@ expect_ok "tiny bench prune compares on network-bound contexts" "net  *accuracy"
   --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench" --limit 300 --short-steps 1 \
   --long-epochs 0 --val-images 100
 [[ -s "$tmp/bench/prune.svg" ]] || { echo "FAIL bench prune wrote no plot"; fails=$((fails + 1)); }
-expect_ok "tiny bench system" "deepadapter " bench system --family "$tmp/repo" --out "$tmp/sys" --users 30 --images 200
+start=$SECONDS
+expect_ok "tiny bench system, with a live run that stops by itself" "deepadapter-fit / edge-only" \
+  bench system --family "$tmp/repo" --out "$tmp/sys" --users 30 --images 200 --live-seconds 1 --clients 16
+((SECONDS - start < 60)) || { echo "FAIL bench system's live run overran: $((SECONDS - start)) s"; fails=$((fails + 1)); }
 for f in system.json summary.md latency-cdf.svg; do
   [[ -s "$tmp/sys/$f" ]] || { echo "FAIL bench system wrote no $f"; fails=$((fails + 1)); }
 done
