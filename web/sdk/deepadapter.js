@@ -121,7 +121,12 @@ export class DeepAdapter {
     return res;
   }
 
+  #edgeRetryAt = 0;
+  #edgeBackoffMs = 0;
+
   #setReachable(ok) {
+    this.#edgeBackoffMs = ok ? 0 : Math.min(60000, Math.max(1000, 2 * this.#edgeBackoffMs));
+    this.#edgeRetryAt = ok ? 0 : now() + this.#edgeBackoffMs;
     if (ok === this.edgeReachable) return;
     this.edgeReachable = ok;
     this.#emit(ok ? 'edge-up' : 'edge-down', {});
@@ -329,6 +334,10 @@ export class DeepAdapter {
     const threshold = this.options.threshold ?? s.match.threshold;
     const base = { model: s.match.model, threshold, times: { inferenceMs } };
     if (probs[label] >= threshold) return { ...base, ranOn: 'device', label, probabilities: probs, confident: true };
+    // An edge that failed is asked again only after a backoff (1 s, doubling
+    // to 60 s): while it is down, unsure answers come back at once, marked.
+    if (!this.edgeReachable && now() < this.#edgeRetryAt)
+      return { ...base, ranOn: 'device', label, probabilities: probs, confident: false, edgeError: 'the edge is unreachable; retrying later' };
     try {
       const t0 = now();
       const r = await this.#askEdge(x, bytes, [C, H, W]);

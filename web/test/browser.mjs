@@ -183,6 +183,16 @@ try {
   });
   check(after.length === shown && shown > 0 && after.every((r) => r.ranOn === 'device'),
         `with the edge down all ${shown} images were answered on the device (${after.length})`);
+  // Unsure answers (here: all) come back at once, marked, while the edge is down.
+  const unsure = await page.evaluate(async () => {
+    window.demo.da.options.threshold = 1.01;
+    const t0 = performance.now();
+    await window.demo.classifyAll();
+    window.demo.da.options.threshold = undefined;
+    return { results: window.demo.results(), ms: performance.now() - t0, reachable: window.demo.da.edgeReachable };
+  });
+  check(!unsure.reachable && unsure.results.every((r) => r.ranOn === 'device' && r.confident === false),
+        `with the edge down, unsure answers are the device's, marked not confident (${unsure.results.length} in ${unsure.ms.toFixed(0)} ms)`);
   check(errors.length === 0, `no page errors${errors.length ? ': ' + errors.join('; ') : ''}`);
 } finally {
   await browser.close();
