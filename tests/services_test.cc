@@ -252,3 +252,22 @@ TEST(Services, UnservableContextsBecomePruneRequestsThatAddABranch) {
 
 // Reliability §1: an outage must not shrink the cached set, under any policy,
 // and what the edge reports cached stays downloadable.
+
+// The Open Inference Protocol's REST routes, as KServe and Triton clients call
+// them; other models and versions are 404 with the protocol's error body.
+TEST(Services, OpenInferenceProtocolRoutes) {
+  auto cloud = StartCloud((Tmp() / "repo-oip").string());
+  ASSERT_TRUE(
+      WaitFor(*cloud, "/v2/health/ready", [](const json& j) { return j["ready"] == true; }));
+  EXPECT_EQ(Get(*cloud, "/v2")["name"], "deepadapter");
+  EXPECT_EQ(Get(*cloud, "/v2/health/live")["live"], true);
+  EXPECT_EQ(Get(*cloud, "/v2/models/base/ready")["ready"], true);
+  EXPECT_EQ(Get(*cloud, "/v2/models/base/versions/1/ready")["ready"], true);
+  EXPECT_EQ(Get(*cloud, "/v2/models/base/versions/1"), Get(*cloud, "/v2/models/base"));
+  const json a = Post(*cloud, "/v2/models/base/infer", InferBody(2));
+  const json b = Post(*cloud, "/v2/models/base/versions/1/infer", InferBody(2));
+  EXPECT_EQ(a["outputs"], b["outputs"]);
+  EXPECT_TRUE(Get(*cloud, "/v2/models/other", 404).contains("error"));
+  EXPECT_TRUE(Get(*cloud, "/v2/models/base/versions/2/ready", 404).contains("error"));
+  EXPECT_TRUE(Post(*cloud, "/v2/models/other/infer", InferBody(1), 404).contains("error"));
+}

@@ -54,9 +54,9 @@ struct PruneRequest {
 std::string Endpoint(const std::string& path) {
   for (const char* prefix : {"/v1/models/", "/v1/prune-requests/"})
     if (path.starts_with(prefix)) return std::string(prefix) + "{id}";
-  for (const char* route : {"/healthz", "/metrics", "/v1/catalog", "/v1/prune-requests",
-                            "/v2/health/ready", "/v2/models/base", "/v2/models/base/infer"})
+  for (const char* route : {"/healthz", "/metrics", "/v1/catalog", "/v1/prune-requests"})
     if (path == route) return path;
+  if (path.starts_with("/v2")) return infer::Endpoint(path);
   return "other";
 }
 

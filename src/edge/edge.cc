@@ -58,9 +58,9 @@ std::string Endpoint(const std::string& path) {
   for (const char* prefix : {"/app/", "/sdk/", "/ort/", "/lib/"})
     if (path.starts_with(prefix)) return std::string(prefix) + "{file}";
   for (const char* route : {"/", "/dashboard", "/healthz", "/metrics", "/v1/stats", "/v1/match",
-                            "/v1/cache/refresh", "/v1/probe", "/v1/reference", "/v1/samples",
-                            "/v2/health/ready", "/v2/models/base", "/v2/models/base/infer"})
+                            "/v1/cache/refresh", "/v1/probe", "/v1/reference", "/v1/samples"})
     if (path == route) return path;
+  if (path.starts_with("/v2")) return infer::Endpoint(path);
   return "other";
 }
 

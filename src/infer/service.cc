@@ -26,37 +26,64 @@ std::shared_ptr<Batcher> BaseService::Require() {
   return b;
 }
 
+std::string Endpoint(const std::string& path) {
+  for (const char* route : {"/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/base",
+                            "/v2/models/base/ready", "/v2/models/base/infer"})
+    if (path == route) return path;
+  return path.starts_with("/v2/models/base/versions/1") ? "/v2/models/base/versions/1{...}"
+                                                        : "other";
+}
+
 void BaseService::AddRoutes(httplib::Server& server) {
   using httplib::Request;
   using httplib::Response;
-  server.Get("/v2/health/ready", [this](const Request&, Response& res) {
-    const bool ready = base_() != nullptr;
-    http::Json(res, {{"ready", ready}}, ready ? 200 : 503);
+  // Server and base-model routes; a model's routes also under versions/1.
+  server.Get("/v2", [](const Request&, Response& res) {
+    http::Json(
+        res, {{"name", "deepadapter"}, {"version", "1"}, {"extensions", nlohmann::json::array()}});
   });
-  server.Get("/v2/models/base", [this](const Request&, Response& res) {
+  server.Get("/v2/health/live", [](const Request&, Response& res) {
+    http::Json(res, {{"live", true}});
+  });
+  auto ready = [this](const Request&, Response& res) {
+    const bool ok = base_() != nullptr;
+    http::Json(res, {{"ready", ok}}, ok ? 200 : 503);
+  };
+  server.Get("/v2/health/ready", ready);
+  server.Get(R"(/v2/models/base(?:/versions/1)?/ready)", ready);
+  server.Get(R"(/v2/models/base(?:/versions/1)?)", [this](const Request&, Response& res) {
     http::Json(res, ModelMetadata("base", Require()->shape()));
   });
-  server.Post("/v2/models/base/infer", [this](const Request& req, Response& res) {
-    const auto start = std::chrono::steady_clock::now();
-    auto b = Require();
-    InferRequest r = ParseInferRequest(req.body, b->shape(), 1024);
-    std::future<std::vector<float>> done;
-    try {
-      done = b->Submit(std::move(r.pixels), r.count);
-    } catch (const Overloaded& e) {
-      res.set_header("Retry-After", "1");
-      throw HttpError(503, e.what());
-    }
-    if (done.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
-      res.set_header("Retry-After", "5");
-      throw HttpError(503, "inference did not finish within 30 s; try again later");
-    }
-    std::vector<float> probs = done.get();
-    http::Json(res, InferResponse("base", r, probs, b->shape().classes));
-    metrics_.Observe(
-        "infer_latency_seconds",
-        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-  });
+  server.Post(
+      R"(/v2/models/base(?:/versions/1)?/infer)", [this](const Request& req, Response& res) {
+        const auto start = std::chrono::steady_clock::now();
+        auto b = Require();
+        InferRequest r = ParseInferRequest(req.body, b->shape(), 1024);
+        std::future<std::vector<float>> done;
+        try {
+          done = b->Submit(std::move(r.pixels), r.count);
+        } catch (const Overloaded& e) {
+          res.set_header("Retry-After", "1");
+          throw HttpError(503, e.what());
+        }
+        if (done.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+          res.set_header("Retry-After", "5");
+          throw HttpError(503, "inference did not finish within 30 s; try again later");
+        }
+        std::vector<float> probs = done.get();
+        http::Json(res, InferResponse("base", r, probs, b->shape().classes));
+        metrics_.Observe(
+            "infer_latency_seconds",
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      });
+  // Any other model or version (after the base's routes: the first match
+  // wins): the protocol's error body, 404.
+  auto unknown = [](const Request& req, Response&) {
+    throw HttpError(404, "unknown model or version '" + req.matches[1].str() +
+                             "': this server serves 'base' (version 1)");
+  };
+  server.Get(R"(/v2/models/([^/]+(?:/versions/[^/]+)?)(?:/ready)?)", unknown);
+  server.Post(R"(/v2/models/([^/]+(?:/versions/[^/]+)?)/infer)", unknown);
 }
 
 }  // namespace da::infer

@@ -11,6 +11,9 @@
 
 namespace da::infer {
 
+// The metrics label of an Open Inference Protocol path (a route, or "other").
+std::string Endpoint(const std::string& path);
+
 class BaseService {
  public:
   // `base()` returns the model, or nullptr while there is none (503 saying
