@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -242,6 +243,65 @@ TEST(OpenInferenceProtocol, ParsesFp32AndUint8InEveryShape) {
   EXPECT_EQ(out["id"], "42");
   EXPECT_EQ(out["outputs"].size(), 1u);
   EXPECT_EQ(out["outputs"][0]["shape"], nlohmann::json({1}));
+}
+
+// The binary tensor data extension: a JSON header of the given length, then
+// the tensor's raw bytes; the same pixels as the JSON form.
+TEST(OpenInferenceProtocol, BinaryTensorsMatchJsonAndAreChecked) {
+  using da::infer::ParseInferRequest;
+  auto header = [](const std::string& dt, int64_t n, int64_t size) {
+    return nlohmann::json{{"inputs",
+                           {{{"name", "input"},
+                             {"shape", {n, 1, 28, 28}},
+                             {"datatype", dt},
+                             {"parameters", {{"binary_data_size", size}}}}}},
+                          {"parameters", {{"binary_data_output", true}}}}
+        .dump();
+  };
+  std::vector<int> px(784);
+  std::string raw(784, '\0');
+  for (int i = 0; i < 784; ++i) px[size_t(i)] = i % 256, raw[size_t(i)] = char(i % 256);
+  const auto json = ParseInferRequest(Request("UINT8", {1, 1, 28, 28}, px), kShape, 8);
+  const std::string h = header("UINT8", 1, 784);
+  const auto bin = ParseInferRequest(h + raw, kShape, 8, h.size());
+  EXPECT_EQ(bin.pixels, json.pixels);
+  EXPECT_TRUE(bin.binary_output);
+  std::vector<float> f(784, 0.25f);
+  std::string fraw(reinterpret_cast<const char*>(f.data()), 784 * 4);
+  const std::string hf = header("FP32", 1, 784 * 4);
+  EXPECT_EQ(ParseInferRequest(hf + fraw, kShape, 8, hf.size()).pixels, f);
+  // Binary outputs: the label and probabilities follow the JSON header.
+  std::optional<size_t> out_len;
+  std::vector<float> probs(10, 0.05f);
+  probs[3] = 0.55f;
+  const std::string out = da::infer::InferResponseBody("base", bin, probs, 10, &out_len);
+  ASSERT_TRUE(out_len);
+  const auto head = nlohmann::json::parse(out.substr(0, *out_len));
+  EXPECT_EQ(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+  int64_t label;
+  std::memcpy(&label, out.data() + *out_len, 8);
+  EXPECT_EQ(label, 3);
+  EXPECT_EQ(out.size(), *out_len + 8 + 40);
+  // Malformed: header past the body, size against the shape, bytes left over
+  // or missing, binary without the header, bytes without a binary input.
+  auto rejects = [](const std::string& body, std::optional<size_t> len) {
+    try {
+      da::infer::ParseInferRequest(body, kShape, 8, len);
+      ADD_FAILURE() << "accepted: " << body.substr(0, 80);
+    } catch (const da::HttpError& e) {
+      EXPECT_EQ(e.status(), 400) << e.what();
+    }
+  };
+  rejects(h + raw, h.size() + raw.size() + 1);
+  rejects(header("UINT8", 1, 783) + raw.substr(1), header("UINT8", 1, 783).size());
+  rejects(h + raw + "x", h.size());
+  rejects(h + raw.substr(1), h.size());
+  rejects(header("UINT8", 2, 784 * 2) + raw, header("UINT8", 2, 784 * 2).size());
+  rejects(h + raw, std::nullopt);
+  const std::string plain = Request("UINT8", {1, 1, 28, 28}, px);
+  rejects(plain + "xyz", plain.size());
+  std::vector<float> nan(784, NAN);
+  rejects(hf + std::string(reinterpret_cast<const char*>(nan.data()), 784 * 4), hf.size());
 }
 
 TEST(OpenInferenceProtocol, RejectsBadRequestsWith400) {

@@ -1,6 +1,7 @@
 // Integration tests of the services: real `deepadapter cloud` and `edge`
 // processes on free loopback ports, spoken to over HTTP.
 #include <atomic>
+#include <cstring>
 #include <mutex>
 
 #include "common/sha256.h"
@@ -270,4 +271,38 @@ TEST(Services, OpenInferenceProtocolRoutes) {
   EXPECT_TRUE(Get(*cloud, "/v2/models/other", 404).contains("error"));
   EXPECT_TRUE(Get(*cloud, "/v2/models/base/versions/2/ready", 404).contains("error"));
   EXPECT_TRUE(Post(*cloud, "/v2/models/other/infer", InferBody(1), 404).contains("error"));
+  // Binary tensors: the same image as raw bytes after a JSON header gives the
+  // same answer, in binary when asked.
+  std::vector<int> px(784);
+  std::string raw(784, '\0');
+  for (int i = 0; i < 784; ++i) px[size_t(i)] = (i * 7) % 256, raw[size_t(i)] = char((i * 7) % 256);
+  const json as_json = Post(
+      *cloud, "/v2/models/base/infer",
+      json{{"inputs",
+            {{{"name", "input"}, {"shape", {1, 1, 28, 28}}, {"datatype", "UINT8"}, {"data", px}}}}}
+          .dump());
+  const std::string head =
+      json{{"inputs",
+            {{{"name", "input"},
+              {"shape", {1, 1, 28, 28}},
+              {"datatype", "UINT8"},
+              {"parameters", {{"binary_data_size", 784}}}}}},
+           {"outputs", {{{"name", "label"}, {"parameters", {{"binary_data", true}}}}}}}
+          .dump();
+  auto res = cloud->Client().Post(
+      "/v2/models/base/infer", {{"Inference-Header-Content-Length", std::to_string(head.size())}},
+      head + raw, "application/octet-stream");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  const size_t n = std::stoul(res->get_header_value("Inference-Header-Content-Length"));
+  ASSERT_EQ(res->body.size(), n + 8);
+  int64_t label;
+  std::memcpy(&label, res->body.data() + n, 8);
+  EXPECT_EQ(label, as_json["outputs"][0]["data"][0].get<int64_t>());
+  // A header length past the body is a 400.
+  res =
+      cloud->Client().Post("/v2/models/base/infer", {{"Inference-Header-Content-Length", "999999"}},
+                           head + raw, "application/octet-stream");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
 }

@@ -163,15 +163,20 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
   const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(seconds));
   const bool da = scheme.starts_with("deepadapter");
+  // Fallbacks as the SDK sends them: a JSON header, then the raw pixels.
+  const int64_t n = images.PixelsPerImage();
+  const std::string head =
+      nlohmann::json{{"inputs",
+                      {{{"name", "input"},
+                        {"shape", {1, images.channels, images.height, images.width}},
+                        {"datatype", "UINT8"},
+                        {"parameters", {{"binary_data_size", n}}}}}}}
+          .dump();
+  const httplib::Headers headers = {
+      {"Inference-Header-Content-Length", std::to_string(head.size())}};
   auto infer_body = [&](int img) {
-    const int64_t n = images.PixelsPerImage();
-    std::vector<int> px(images.pixels.begin() + img * n, images.pixels.begin() + (img + 1) * n);
-    return nlohmann::json{{"inputs",
-                           {{{"name", "input"},
-                             {"shape", {1, images.channels, images.height, images.width}},
-                             {"datatype", "UINT8"},
-                             {"data", px}}}}}
-        .dump();
+    return head +
+           std::string(images.pixels.begin() + img * n, images.pixels.begin() + (img + 1) * n);
   };
   std::vector<std::thread> threads;
   for (int t = 0; t < clients; ++t)
@@ -179,8 +184,9 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
       httplib::Client c("127.0.0.1", scheme == "cloud-only" ? cloud_port : edge_port);
       c.set_read_timeout(30);
       std::vector<double> mine;
-      auto post = [&](const std::string& path, const std::string& body) {
-        auto res = c.Post(path, body, "application/json");
+      auto post = [&](const std::string& path, const std::string& body, bool binary = false) {
+        auto res = binary ? c.Post(path, headers, body, "application/octet-stream")
+                          : c.Post(path, body, "application/json");
         if (!res || res->status != 200) {
           ++failed;
           return std::string();
@@ -222,7 +228,7 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
                   (scheme == "deepadapter" || fit_ms <= u.c.budget_ms);
           }
           if (ask) {
-            if (post("/v2/models/base/infer", infer_body(img)).empty()) continue;
+            if (post("/v2/models/base/infer", infer_body(img), true).empty()) continue;
             ++server;
           }
           mine.push_back(std::chrono::duration<double, std::milli>(Clock::now() - start).count());

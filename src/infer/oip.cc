@@ -1,6 +1,7 @@
 #include "infer/oip.h"
 
 #include <cmath>
+#include <cstring>
 
 #include "common/error.h"
 
@@ -35,9 +36,16 @@ void Flatten(const nlohmann::json& j, bool uint8, std::vector<float>& out, size_
 
 }  // namespace
 
-InferRequest ParseInferRequest(const std::string& body, const InputShape& shape,
-                               int64_t max_images) {
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+InferRequest ParseInferRequest(const std::string& body, const InputShape& shape, int64_t max_images,
+                               std::optional<size_t> header_length) {
+  if (header_length && *header_length > body.size())
+    Bad("Inference-Header-Content-Length " + std::to_string(*header_length) +
+        " is past the body's " + std::to_string(body.size()) + " bytes");
+  const std::string_view binary =
+      header_length ? std::string_view(body).substr(*header_length) : std::string_view();
+  nlohmann::json j = nlohmann::json::parse(
+      header_length ? std::string_view(body).substr(0, *header_length) : std::string_view(body),
+      nullptr, false);
   if (j.is_discarded()) Bad("body is not valid JSON");
   if (!j.is_object()) Bad("body must be a JSON object");
   InferRequest r;
@@ -49,8 +57,19 @@ InferRequest ParseInferRequest(const std::string& body, const InputShape& shape,
     Bad("inputs must be an array of exactly one tensor");
   const auto& in = j["inputs"][0];
   if (!in.is_object()) Bad("inputs[0] must be an object");
-  for (const char* f : {"name", "shape", "datatype", "data"})
+  // Binary tensor data extension: the bytes follow the JSON header.
+  int64_t binary_size = -1;
+  if (in.contains("parameters") && in["parameters"].is_object() &&
+      in["parameters"].contains("binary_data_size")) {
+    const auto& b = in["parameters"]["binary_data_size"];
+    if (!header_length) Bad("binary_data_size needs the Inference-Header-Content-Length header");
+    if (!b.is_number_integer() || b.get<int64_t>() < 0)
+      Bad("inputs[0].parameters.binary_data_size must be a non-negative integer");
+    binary_size = b.get<int64_t>();
+  }
+  for (const char* f : {"name", "shape", "datatype"})
     if (!in.contains(f)) Bad(std::string("inputs[0].") + f + " is missing");
+  if (binary_size < 0 && !in.contains("data")) Bad("inputs[0].data is missing");
   if (in["name"] != "input") Bad("inputs[0].name must be \"input\"");
   const auto& dt = in["datatype"];
   if (dt != "FP32" && dt != "UINT8") Bad("inputs[0].datatype must be FP32 or UINT8");
@@ -75,18 +94,46 @@ InferRequest ParseInferRequest(const std::string& body, const InputShape& shape,
     Bad("inputs[0].shape must be [N, " + std::to_string(shape.channels) + ", " +
         std::to_string(shape.height) + ", " + std::to_string(shape.width) + "]");
   const size_t expect = static_cast<size_t>(n * shape.Pixels());
-  r.pixels.reserve(expect);
-  Flatten(in["data"], dt == "UINT8", r.pixels, expect);
+  if (binary_size >= 0) {
+    const size_t width = dt == "UINT8" ? 1 : 4;
+    if (static_cast<size_t>(binary_size) != expect * width)
+      Bad("inputs[0].parameters.binary_data_size is " + std::to_string(binary_size) +
+          "; the shape and datatype need " + std::to_string(expect * width));
+    if (binary.size() != static_cast<size_t>(binary_size))
+      Bad("the body carries " + std::to_string(binary.size()) +
+          " bytes after the JSON header; binary_data_size says " + std::to_string(binary_size));
+    r.pixels.resize(expect);
+    for (size_t i = 0; i < expect; ++i) {
+      if (width == 1) {
+        r.pixels[i] = static_cast<float>(static_cast<uint8_t>(binary[i])) / 255.0f;
+      } else {
+        float x;
+        std::memcpy(&x, binary.data() + 4 * i, 4);  // little endian, as the protocol says
+        if (!std::isfinite(x)) Bad("FP32 data must be finite");
+        r.pixels[i] = x;
+      }
+    }
+  } else {
+    if (!binary.empty()) Bad("bytes after the JSON header, but no input has binary_data_size");
+    r.pixels.reserve(expect);
+    Flatten(in["data"], dt == "UINT8", r.pixels, expect);
+  }
   if (r.pixels.size() != expect)
     Bad("inputs[0].data has " + std::to_string(r.pixels.size()) + " values; shape needs " +
         std::to_string(expect));
   r.count = n;
+  if (j.contains("parameters") && j["parameters"].is_object() &&
+      j["parameters"].value("binary_data_output", false) == true)
+    r.binary_output = true;
   if (j.contains("outputs")) {
     if (!j["outputs"].is_array()) Bad("outputs must be an array");
     r.want_label = r.want_probabilities = false;
     for (const auto& o : j["outputs"]) {
       if (!o.is_object() || !o.contains("name") || !o["name"].is_string())
         Bad("outputs[] must be objects with a name");
+      if (o.contains("parameters") && o["parameters"].is_object() &&
+          o["parameters"].value("binary_data", false) == true)
+        r.binary_output = true;
       if (o["name"] == "label")
         r.want_label = true;
       else if (o["name"] == "probabilities")
@@ -118,6 +165,30 @@ nlohmann::json InferResponse(const std::string& model, const InferRequest& req,
                               {"shape", {req.count, classes}},
                               {"data", probabilities}});
   return out;
+}
+
+std::string InferResponseBody(const std::string& model, const InferRequest& req,
+                              const std::vector<float>& probabilities, int classes,
+                              std::optional<size_t>* header_length) {
+  nlohmann::json out = InferResponse(model, req, probabilities, classes);
+  header_length->reset();
+  if (!req.binary_output) return out.dump();
+  std::string tail;
+  for (auto& o : out["outputs"]) {
+    const size_t before = tail.size();
+    if (o["datatype"] == "INT64") {
+      for (int64_t v : o["data"].get<std::vector<int64_t>>())
+        tail.append(reinterpret_cast<const char*>(&v), sizeof v);
+    } else {
+      for (float v : o["data"].get<std::vector<float>>())
+        tail.append(reinterpret_cast<const char*>(&v), sizeof v);
+    }
+    o.erase("data");
+    o["parameters"] = {{"binary_data_size", tail.size() - before}};
+  }
+  std::string head = out.dump();
+  *header_length = head.size();
+  return head + tail;
 }
 
 nlohmann::json ModelMetadata(const std::string& model, const InputShape& s) {

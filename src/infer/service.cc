@@ -58,7 +58,14 @@ void BaseService::AddRoutes(httplib::Server& server) {
       R"(/v2/models/base(?:/versions/1)?/infer)", [this](const Request& req, Response& res) {
         const auto start = std::chrono::steady_clock::now();
         auto b = Require();
-        InferRequest r = ParseInferRequest(req.body, b->shape(), 1024);
+        std::optional<size_t> header;
+        if (req.has_header("Inference-Header-Content-Length")) {
+          const std::string v = req.get_header_value("Inference-Header-Content-Length");
+          if (v.empty() || v.size() > 12 || v.find_first_not_of("0123456789") != std::string::npos)
+            throw HttpError(400, "Inference-Header-Content-Length must be a byte count");
+          header = std::stoull(v);
+        }
+        InferRequest r = ParseInferRequest(req.body, b->shape(), 1024, header);
         std::future<std::vector<float>> done;
         try {
           done = b->Submit(std::move(r.pixels), r.count);
@@ -71,7 +78,14 @@ void BaseService::AddRoutes(httplib::Server& server) {
           throw HttpError(503, "inference did not finish within 30 s; try again later");
         }
         std::vector<float> probs = done.get();
-        http::Json(res, InferResponse("base", r, probs, b->shape().classes));
+        std::optional<size_t> out_header;
+        std::string out = InferResponseBody("base", r, probs, b->shape().classes, &out_header);
+        if (out_header) {
+          res.set_header("Inference-Header-Content-Length", std::to_string(*out_header));
+          res.set_content(std::move(out), "application/octet-stream");
+        } else {
+          res.set_content(std::move(out), "application/json");
+        }
         metrics_.Observe(
             "infer_latency_seconds",
             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
