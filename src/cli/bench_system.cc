@@ -45,6 +45,10 @@ struct Flags {
   int max_batch = 64;
   double live_seconds = 10;  // per scheme against running services (0: skip)
   int clients = 256;
+  bool browser = false;  // §4: the simulator against the demo page in Chromium
+  std::vector<std::string> browser_contexts = {"high-wifi-3", "mid-slow4g-20", "mid-4g-10",
+                                               "low-3g-30"};
+  int browser_images = 100;
 };
 
 // A model's answers on the images, cached in OUT/answers by the hash of its
@@ -252,6 +256,81 @@ std::string Fmt(const char* f, double v) {
   return b;
 }
 
+// §4: the demo page visited in headless Chromium as phones of a few standard
+// contexts (web/tools/visit.mjs), against what the simulator predicts for the
+// same context, model and images: the model's download, and the mean latency
+// of the page's requests (on the device, plus the edge's answers for unsure
+// images). Returns the rows; appends a summary to `report`.
+nlohmann::json BrowserCheck(const Flags& f, const sim::SystemInput& in, const sim::Workload& w,
+                            const context::Profiles& profiles, const std::string& edge,
+                            std::string* report) {
+  const auto contexts = context::LoadContexts(SourcePath("profiles/contexts.json"), profiles);
+  std::string names;
+  for (const auto& n : f.browser_contexts) {
+    if (std::none_of(contexts.begin(), contexts.end(), [&](const auto& c) { return c.name == n; }))
+      throw UserError("--browser-contexts: no standard context '" + n + "'");
+    names += (names.empty() ? "" : ",") + n;
+  }
+  const std::string dir = (fs::path(f.out) / "browser").string();
+  const std::string json_path = (fs::path(dir) / "visits.json").string();
+  fs::create_directories(dir);
+  std::printf("\nbrowser check: the demo page in headless Chromium as %s\n", names.c_str());
+  RunCommand("node " + ShellQuote(SourcePath("web/tools/visit.mjs")) + " " + ShellQuote(edge) +
+                 " " + ShellQuote(dir) + " --contexts " + ShellQuote(names) + " --images " +
+                 std::to_string(f.browser_images) + " --json " + ShellQuote(json_path),
+             [](const std::string& line) { std::printf("  %s\n", line.c_str()); });
+  const nlohmann::json visits = nlohmann::json::parse(ReadFile(json_path)).at("visits");
+  nlohmann::json rows = nlohmann::json::array();
+  std::string table =
+      "\nsimulator against the browser (Chromium, DevTools throttling and network emulation)\n";
+  char line[256];
+  std::snprintf(line, sizeof line, "%-16s %-16s %12s %12s %8s %12s %12s %8s\n", "context", "model",
+                "dl pred ms", "dl meas ms", "error", "req pred ms", "req meas ms", "error");
+  table += line;
+  bool all_ok = true;
+  for (const auto& v : visits) {
+    const std::string name = v.at("name");
+    const context::Context& c = *std::find_if(contexts.begin(), contexts.end(),
+                                              [&](const auto& x) { return x.name == name; });
+    const sim::SystemModel* m = nullptr;
+    for (const auto& b : in.branches)
+      if (b.id == v.at("model")) m = &b;
+    if (!m) throw UserError("the page ran a model the family lacks: " + v.at("model").dump());
+    const double dl_pred = c.rtt_ms + double(m->bytes) * 8 / c.downlink_kbps;
+    const double dl_meas = v.at("loadMs");
+    const double device_ms = c.slowdown * m->reference_ms;
+    const double fallback_ms =
+        double(in.image_bytes + w.upload_overhead_bytes) * 8 / c.uplink_kbps + c.rtt_ms +
+        in.edge.Ms(1) + 300.0 * 8 / c.downlink_kbps;
+    double pred = 0, meas = 0;
+    const auto& results = v.at("results");
+    for (const auto& r : results) {
+      const size_t i = r.at("index");
+      if (i >= m->top.size()) throw UserError("the page classified an image past the answers");
+      pred += device_ms + (m->top[i] < m->threshold ? fallback_ms : 0);
+      meas += r.at("ms").get<double>();
+    }
+    pred /= double(results.size()), meas /= double(results.size());
+    const double dl_err = (dl_pred - dl_meas) / dl_meas, req_err = (pred - meas) / meas;
+    all_ok = all_ok && std::abs(dl_err) <= 0.15 && std::abs(req_err) <= 0.15;
+    std::snprintf(line, sizeof line, "%-16s %-16s %12.1f %12.1f %+7.1f%% %12.2f %12.2f %+7.1f%%\n",
+                  name.c_str(), m->id.c_str(), dl_pred, dl_meas, 100 * dl_err, pred, meas,
+                  100 * req_err);
+    table += line;
+    rows.push_back({{"context", name},
+                    {"model", m->id},
+                    {"download_predicted_ms", dl_pred},
+                    {"download_measured_ms", dl_meas},
+                    {"request_predicted_ms", pred},
+                    {"request_measured_ms", meas},
+                    {"images", results.size()}});
+  }
+  table += std::string("goal: every row within 15%: ") + (all_ok ? "met" : "NOT met") + "\n";
+  std::printf("%s", table.c_str());
+  *report += table;
+  return rows;
+}
+
 }  // namespace
 
 void AddSystemBench(CLI::App& bench) {
@@ -290,6 +369,17 @@ void AddSystemBench(CLI::App& bench) {
   cmd->add_option("--clients", f->clients, "Emulated phones in the live run")
       ->capture_default_str()
       ->check(CLI::Range(1, 2000));
+  cmd->add_flag("--browser", f->browser,
+                "Also check the simulator against the demo page in headless Chromium (CPU "
+                "throttling and network emulation per context): predicted against measured "
+                "download and per-request latency");
+  cmd->add_option("--browser-contexts", f->browser_contexts,
+                  "Standard contexts visited (profiles/contexts.json)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--browser-images", f->browser_images, "Test images classified per visit")
+      ->capture_default_str()
+      ->check(CLI::Range(4, 1000));
   cmd->add_option("--static-model", f->static_model,
                   "The static scheme's branch (default: the branch of median size)");
   cmd->callback([f] {
@@ -420,7 +510,8 @@ void AddSystemBench(CLI::App& bench) {
 
     // The live run: throughput measured on running services.
     nlohmann::json live = nlohmann::json::array();
-    if (f->live_seconds > 0) {
+    nlohmann::json browser_rows = nlohmann::json::array();
+    if (f->live_seconds > 0 || f->browser) {
       TempDir tmp("da-bench-system");
       cloud::CloudConfig cc;
       cc.repo_dir = (tmp.path() / "repo").string();
@@ -437,6 +528,8 @@ void AddSystemBench(CLI::App& bench) {
       ec.cloud_url = "http://127.0.0.1:" + std::to_string(cloud.port());
       ec.state_dir = (tmp.path() / "state").string();
       ec.profiles_dir = f->profiles;
+      ec.web_dir = SourcePath("web");  // the demo page, for --browser
+      ec.data_dir = f->data;
       int64_t family_bytes = 0;
       for (const auto& b : in.branches) family_bytes += b.bytes;
       ec.cache_bytes = std::max<int64_t>(1, int64_t(f->cache_fraction * double(family_bytes)));
@@ -453,12 +546,18 @@ void AddSystemBench(CLI::App& bench) {
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
-      std::printf("\nlive: cloud and edge on loopback, %d emulated phones, %.0f s per scheme\n",
-                  f->clients, f->live_seconds);
-      std::printf("%-16s %14s %10s %10s %16s %8s\n", "scheme", "user req/s", "p50 ms", "p99 ms",
-                  "server req/s", "failed");
+      if (f->browser)
+        browser_rows = BrowserCheck(*f, in, workload, profiles,
+                                    "http://127.0.0.1:" + std::to_string(e.port()), &ratios);
       std::vector<Live> lives;
+      if (f->live_seconds > 0) {
+        std::printf("\nlive: cloud and edge on loopback, %d emulated phones, %.0f s per scheme\n",
+                    f->clients, f->live_seconds);
+        std::printf("%-16s %14s %10s %10s %16s %8s\n", "scheme", "user req/s", "p50 ms", "p99 ms",
+                    "server req/s", "failed");
+      }
       for (const char* scheme : {"edge-only", "cloud-only", "deepadapter", "deepadapter-fit"}) {
+        if (f->live_seconds <= 0) break;
         Drive(scheme, e.port(), cloud.port(), in, workload, users, data.test, f->clients, 1);
         lives.push_back(Drive(scheme, e.port(), cloud.port(), in, workload, users, data.test,
                               f->clients, f->live_seconds));
@@ -477,14 +576,15 @@ void AddSystemBench(CLI::App& bench) {
       cloud.Stop();
       cloud_thread.join();
       std::string line;
-      for (size_t i = 2; i < lives.size(); ++i)
+      for (size_t i = 2; i < lives.size() && f->live_seconds > 0; ++i)
         line +=
             lives[i].scheme + " / edge-only: " + Fmt("%.2fx", lives[i].rps / lives[0].rps) +
             (lives[i].rps >= 3 * lives[0].rps ? " (goal >= 3x: met)" : " (goal >= 3x: NOT met)") +
             "\n";
-      std::printf("live throughput, %s", line.c_str());
-      ratios += "\nlive throughput (" + std::to_string(f->clients) + " emulated phones, " +
-                Fmt("%.0f", f->live_seconds) + " s per scheme):\n" + line;
+      if (f->live_seconds > 0) std::printf("live throughput, %s", line.c_str());
+      if (f->live_seconds > 0)
+        ratios += "\nlive throughput (" + std::to_string(f->clients) + " emulated phones, " +
+                  Fmt("%.0f", f->live_seconds) + " s per scheme):\n" + line;
     }
 
     // Files: JSON, Markdown, plots.
@@ -497,7 +597,8 @@ void AddSystemBench(CLI::App& bench) {
                                    {"seed", f->seed},
                                    {"service_ms", {{"batch", in.edge.batch}, {"ms", in.edge.ms}}},
                                    {"schemes", out},
-                                   {"live", live}}
+                                   {"live", live},
+                                   {"browser", browser_rows}}
                         .dump(1));
     WriteFileAtomic((dir / "summary.md").string(),
                     "# System evaluation\n\n`deepadapter bench system --family " + f->family +

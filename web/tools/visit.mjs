@@ -3,10 +3,11 @@
 // preset's bandwidth and round trip) and prints what each saw: the measured
 // context, the matched model, accuracy on the page's images, offload share and
 // latency; screenshots go to OUT_DIR. Used by `./run demo`.
-// usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N]
+// usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N] [--json FILE]
+//   --json: also write every visit's figures and per-image results (for `bench system --browser`)
 //   contexts: names from profiles/contexts.json (default: high-wifi-3, mid-4g-10, low-3g-30)
 import { chromium } from 'playwright-core';
-import { readFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -25,6 +26,7 @@ const opt = (name, def) => {
 };
 const names = opt('--contexts', 'high-wifi-3,mid-4g-10,low-3g-30').split(',');
 const images = Number(opt('--images', '100'));
+const jsonOut = opt('--json', null);
 if (args.length !== 2 || !(images >= 1 && images <= 1000)) fail('usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N (1..1000)]');
 const [edge, out] = args;
 mkdirSync(out, { recursive: true });
@@ -88,6 +90,9 @@ for (const v of visits) {
       accuracy: results.filter((r) => r.label === r.truth).length / results.length,
       offload: 1 - device.length / results.length, n: results.length,
       deviceMs: med(device), edgeMs: med(edgeMs), allMs: med(all), seconds: (Date.now() - t0) / 1000,
+      loadMs: match.load_ms,
+      results: results.map((x) => ({ index: x.index, ranOn: x.ranOn, label: x.label, truth: x.truth,
+                                     ms: x.times.totalMs ?? x.times.inferenceMs, inferenceMs: x.times.inferenceMs })),
     });
     const r = rows.at(-1);
     console.log(`${r.name} (${r.label}), ${r.seconds.toFixed(0)} s:\n` +
@@ -101,3 +106,4 @@ for (const v of visits) {
   }
 }
 console.log(`screenshots: ${out}/visit-*.png`);
+if (jsonOut) writeFileSync(jsonOut, JSON.stringify({ visits: rows }));
