@@ -529,6 +529,9 @@ void AddSystemBench(CLI::App& bench) {
       ec.state_dir = (tmp.path() / "state").string();
       ec.profiles_dir = f->profiles;
       ec.web_dir = SourcePath("web");  // the demo page, for --browser
+      // No prune requests: a pruning job in the cloud would compete with the
+      // measurement for the cores (it did, in the first full run).
+      ec.prune_interval_s = 1e8;
       ec.data_dir = f->data;
       int64_t family_bytes = 0;
       for (const auto& b : in.branches) family_bytes += b.bytes;
