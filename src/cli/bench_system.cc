@@ -219,8 +219,7 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
             if (b.id == j.at("model")) model = &b;
           if (!model) throw UserError("the edge served an unknown model " + j.dump());
           device_ms = u.c.slowdown * model->reference_ms;
-          fit_ms = double(in.image_bytes + w.upload_overhead_bytes) * 8 / u.c.uplink_kbps +
-                   u.c.rtt_ms + in.edge.Ms(1) + 300.0 * 8 / u.c.downlink_kbps;
+          fit_ms = sim::FallbackMs(u.c, in, w);
         }
         for (size_t k = 0; k < u.t.size() && Clock::now() < end; ++k) {
           const auto start = k == 0 ? session_start : Clock::now();
@@ -248,12 +247,6 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
     return lat.empty() ? NAN : lat[std::min(lat.size() - 1, size_t(p * double(lat.size())))];
   };
   return {scheme, double(done) / seconds, pct(0.5), pct(0.99), double(server) / seconds, failed};
-}
-
-std::string Fmt(const char* f, double v) {
-  char b[64];
-  std::snprintf(b, sizeof b, f, v);
-  return b;
 }
 
 // §4: the demo page visited in headless Chromium as phones of a few standard
@@ -299,9 +292,7 @@ nlohmann::json BrowserCheck(const Flags& f, const sim::SystemInput& in, const si
     const double dl_pred = c.rtt_ms + double(m->bytes) * 8 / c.downlink_kbps;
     const double dl_meas = v.at("loadMs");
     const double device_ms = c.slowdown * m->reference_ms;
-    const double fallback_ms =
-        double(in.image_bytes + w.upload_overhead_bytes) * 8 / c.uplink_kbps + c.rtt_ms +
-        in.edge.Ms(1) + 300.0 * 8 / c.downlink_kbps;
+    const double fallback_ms = sim::FallbackMs(c, in, w);
     double pred = 0, meas = 0;
     const auto& results = v.at("results");
     for (const auto& r : results) {
@@ -329,6 +320,91 @@ nlohmann::json BrowserCheck(const Flags& f, const sim::SystemInput& in, const si
   std::printf("%s", table.c_str());
   *report += table;
   return rows;
+}
+
+// The live run (§3) and the browser check (§4), against a cloud and an edge
+// started here on loopback. Appends their summaries to `report`.
+struct AgainstServices {
+  nlohmann::json live = nlohmann::json::array(), browser = nlohmann::json::array();
+};
+AgainstServices RunServices(const Flags& f, const sim::SystemInput& in, const sim::Workload& w,
+                            const context::Profiles& profiles, const std::vector<sim::User>& users,
+                            const nn::Images& images, std::string* report) {
+  AgainstServices out;
+  TempDir tmp("da-bench-system");
+  cloud::CloudConfig cc;
+  cc.repo_dir = (tmp.path() / "repo").string();
+  cc.family_dir = f.family;
+  cc.profiles_dir = f.profiles;
+  cc.table_path = f.table;
+  cc.standard_path = SourcePath("profiles/contexts.json");
+  cc.data_dir = f.data;
+  cc.batching.max_batch = f.max_batch;
+  cc.server.threads = f.clients + 32;
+  cloud::Cloud cloud(cc);
+  std::thread cloud_thread([&] { cloud.Run(); });
+  edge::EdgeConfig ec;
+  ec.cloud_url = "http://127.0.0.1:" + std::to_string(cloud.port());
+  ec.state_dir = (tmp.path() / "state").string();
+  ec.profiles_dir = f.profiles;
+  ec.web_dir = SourcePath("web");  // the demo page, for --browser
+  // No prune requests: a pruning job in the cloud would compete with the
+  // measurement for the cores (it did, in the first full run).
+  ec.prune_interval_s = 1e8;
+  ec.data_dir = f.data;
+  int64_t family_bytes = 0;
+  for (const auto& b : in.branches) family_bytes += b.bytes;
+  ec.cache_bytes = std::max<int64_t>(1, int64_t(f.cache_fraction * double(family_bytes)));
+  ec.batching.max_batch = f.max_batch;
+  ec.server.threads = f.clients + 32;
+  edge::Edge e(ec);
+  std::thread edge_thread([&] { e.Run(); });
+  httplib::Client hc("127.0.0.1", e.port());
+  for (int i = 0; i < 600; ++i) {
+    auto res = hc.Get("/healthz");
+    if (res && res->status == 200) {
+      const auto h = nlohmann::json::parse(res->body);
+      if (h.value("base_ready", false) && h.value("catalog_models", 0) > 0) break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (f.browser)
+    out.browser =
+        BrowserCheck(f, in, w, profiles, "http://127.0.0.1:" + std::to_string(e.port()), report);
+  if (f.live_seconds > 0) {
+    std::printf("\nlive: cloud and edge on loopback, %d emulated phones, %.0f s per scheme\n",
+                f.clients, f.live_seconds);
+    std::printf("%-16s %14s %10s %10s %16s %8s\n", "scheme", "user req/s", "p50 ms", "p99 ms",
+                "server req/s", "failed");
+    std::vector<Live> lives;
+    for (const char* scheme : {"edge-only", "cloud-only", "deepadapter", "deepadapter-fit"}) {
+      Drive(scheme, e.port(), cloud.port(), in, w, users, images, f.clients, 1);  // warm-up
+      lives.push_back(
+          Drive(scheme, e.port(), cloud.port(), in, w, users, images, f.clients, f.live_seconds));
+      const Live& l = lives.back();
+      std::printf("%-16s %14.0f %10.2f %10.2f %16.0f %8lld\n", l.scheme.c_str(), l.rps, l.p50,
+                  l.p99, l.server_rps, (long long)l.failed);
+      out.live.push_back({{"scheme", l.scheme},
+                          {"user_rps", l.rps},
+                          {"p50_ms", l.p50},
+                          {"p99_ms", l.p99},
+                          {"server_rps", l.server_rps},
+                          {"failed", l.failed}});
+    }
+    std::string line;
+    for (size_t i = 2; i < lives.size(); ++i)  // the DeepAdapter variants against edge-only
+      line += lives[i].scheme + " / edge-only: " + Fmt("%.2fx", lives[i].rps / lives[0].rps) +
+              (lives[i].rps >= 3 * lives[0].rps ? " (goal >= 3x: met)" : " (goal >= 3x: NOT met)") +
+              "\n";
+    std::printf("live throughput, %s", line.c_str());
+    *report += "\nlive throughput (" + std::to_string(f.clients) + " emulated phones, " +
+               Fmt("%.0f", f.live_seconds) + " s per scheme):\n" + line;
+  }
+  e.Stop();
+  edge_thread.join();
+  cloud.Stop();
+  cloud_thread.join();
+  return out;
 }
 
 }  // namespace
@@ -508,87 +584,9 @@ void AddSystemBench(CLI::App& bench) {
     }
     std::printf("%s", ratios.c_str());
 
-    // The live run: throughput measured on running services.
-    nlohmann::json live = nlohmann::json::array();
-    nlohmann::json browser_rows = nlohmann::json::array();
-    if (f->live_seconds > 0 || f->browser) {
-      TempDir tmp("da-bench-system");
-      cloud::CloudConfig cc;
-      cc.repo_dir = (tmp.path() / "repo").string();
-      cc.family_dir = f->family;
-      cc.profiles_dir = f->profiles;
-      cc.table_path = f->table;
-      cc.standard_path = SourcePath("profiles/contexts.json");
-      cc.data_dir = f->data;
-      cc.batching.max_batch = f->max_batch;
-      cc.server.threads = f->clients + 32;
-      cloud::Cloud cloud(cc);
-      std::thread cloud_thread([&] { cloud.Run(); });
-      edge::EdgeConfig ec;
-      ec.cloud_url = "http://127.0.0.1:" + std::to_string(cloud.port());
-      ec.state_dir = (tmp.path() / "state").string();
-      ec.profiles_dir = f->profiles;
-      ec.web_dir = SourcePath("web");  // the demo page, for --browser
-      // No prune requests: a pruning job in the cloud would compete with the
-      // measurement for the cores (it did, in the first full run).
-      ec.prune_interval_s = 1e8;
-      ec.data_dir = f->data;
-      int64_t family_bytes = 0;
-      for (const auto& b : in.branches) family_bytes += b.bytes;
-      ec.cache_bytes = std::max<int64_t>(1, int64_t(f->cache_fraction * double(family_bytes)));
-      ec.batching.max_batch = f->max_batch;
-      ec.server.threads = f->clients + 32;
-      edge::Edge e(ec);
-      std::thread edge_thread([&] { e.Run(); });
-      httplib::Client hc("127.0.0.1", e.port());
-      for (int i = 0; i < 600; ++i) {
-        auto res = hc.Get("/healthz");
-        if (res && res->status == 200) {
-          const auto h = nlohmann::json::parse(res->body);
-          if (h.value("base_ready", false) && h.value("catalog_models", 0) > 0) break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      if (f->browser)
-        browser_rows = BrowserCheck(*f, in, workload, profiles,
-                                    "http://127.0.0.1:" + std::to_string(e.port()), &ratios);
-      std::vector<Live> lives;
-      if (f->live_seconds > 0) {
-        std::printf("\nlive: cloud and edge on loopback, %d emulated phones, %.0f s per scheme\n",
-                    f->clients, f->live_seconds);
-        std::printf("%-16s %14s %10s %10s %16s %8s\n", "scheme", "user req/s", "p50 ms", "p99 ms",
-                    "server req/s", "failed");
-      }
-      for (const char* scheme : {"edge-only", "cloud-only", "deepadapter", "deepadapter-fit"}) {
-        if (f->live_seconds <= 0) break;
-        Drive(scheme, e.port(), cloud.port(), in, workload, users, data.test, f->clients, 1);
-        lives.push_back(Drive(scheme, e.port(), cloud.port(), in, workload, users, data.test,
-                              f->clients, f->live_seconds));
-        const Live& l = lives.back();
-        std::printf("%-16s %14.0f %10.2f %10.2f %16.0f %8lld\n", l.scheme.c_str(), l.rps, l.p50,
-                    l.p99, l.server_rps, (long long)l.failed);
-        live.push_back({{"scheme", l.scheme},
-                        {"user_rps", l.rps},
-                        {"p50_ms", l.p50},
-                        {"p99_ms", l.p99},
-                        {"server_rps", l.server_rps},
-                        {"failed", l.failed}});
-      }
-      e.Stop();
-      edge_thread.join();
-      cloud.Stop();
-      cloud_thread.join();
-      std::string line;
-      for (size_t i = 2; i < lives.size() && f->live_seconds > 0; ++i)
-        line +=
-            lives[i].scheme + " / edge-only: " + Fmt("%.2fx", lives[i].rps / lives[0].rps) +
-            (lives[i].rps >= 3 * lives[0].rps ? " (goal >= 3x: met)" : " (goal >= 3x: NOT met)") +
-            "\n";
-      if (f->live_seconds > 0) std::printf("live throughput, %s", line.c_str());
-      if (f->live_seconds > 0)
-        ratios += "\nlive throughput (" + std::to_string(f->clients) + " emulated phones, " +
-                  Fmt("%.0f", f->live_seconds) + " s per scheme):\n" + line;
-    }
+    AgainstServices services;
+    if (f->live_seconds > 0 || f->browser)
+      services = RunServices(*f, in, workload, profiles, users, data.test, &ratios);
 
     // Files: JSON, Markdown, plots.
     const fs::path dir = f->out;
@@ -600,8 +598,8 @@ void AddSystemBench(CLI::App& bench) {
                                    {"seed", f->seed},
                                    {"service_ms", {{"batch", in.edge.batch}, {"ms", in.edge.ms}}},
                                    {"schemes", out},
-                                   {"live", live},
-                                   {"browser", browser_rows}}
+                                   {"live", services.live},
+                                   {"browser", services.browser}}
                         .dump(1));
     WriteFileAtomic((dir / "summary.md").string(),
                     "# System evaluation\n\n`deepadapter bench system --family " + f->family +

@@ -13,12 +13,12 @@ void AddEval(CLI::App& app);
 void AddExport(CLI::App& app);
 void AddBench(CLI::App& app);
 void AddProfile(CLI::App& app);
-void AddPrune(CLI::App& app);         // prune, predict
-void AddPruneBench(CLI::App& bench);  // bench prune
-void AddServe(CLI::App& app);         // cloud, edge, serve
-void AddEdgeBench(CLI::App& bench);   // bench edge
+void AddPrune(CLI::App& app);          // prune, predict
+void AddPruneBench(CLI::App& bench);   // bench prune
+void AddServe(CLI::App& app);          // cloud, edge, serve
+void AddEdgeBench(CLI::App& bench);    // bench edge
 void AddSystemBench(CLI::App& bench);  // bench system
-void AddClient(CLI::App& app);        // client
+void AddClient(CLI::App& app);         // client
 
 // A path inside the source tree (profiles/, web/), for flag defaults.
 std::string SourcePath(const std::string& relative);
@@ -41,5 +41,7 @@ void AddSearchOptions(CLI::App* cmd, prune::SearchOptions& search, std::string& 
 
 // "1,234,567"
 std::string Thousands(long long n);
+// One number formatted with a printf format ("%.2f", "%g").
+std::string Fmt(const char* format, double v);
 
 }  // namespace da::cli

@@ -1,7 +1,6 @@
 // deepadapter: one program, one subcommand per task. Bad flags and bad input
 // files print one line on stderr and exit with code 2.
 #include <c10/util/Exception.h>
-
 #include <unistd.h>
 
 #include <cstdio>
@@ -15,6 +14,12 @@ std::string Thousands(long long n) {
   std::string s = std::to_string(n < 0 ? -n : n);
   for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
   return n < 0 ? "-" + s : s;
+}
+
+std::string Fmt(const char* format, double v) {
+  char b[64];
+  std::snprintf(b, sizeof b, format, v);
+  return b;
 }
 
 std::string SourcePath(const std::string& relative) {

@@ -12,13 +12,6 @@
 #include "nn/model_dir.h"
 
 namespace da::cli {
-namespace {
-std::string Short(double v) {
-  char b[32];
-  std::snprintf(b, sizeof b, "%g", v);
-  return b;
-}
-}  // namespace
 
 std::string RuntimeDescription(const context::WasmTimerOptions& timer) {
   std::string ort = "?";
@@ -36,7 +29,7 @@ std::string RuntimeDescription(const context::WasmTimerOptions& timer) {
   if (timer.browser) {
     std::string v = trimmed(RunCommand("/usr/bin/chromium --version 2>/dev/null"));
     where = "headless " + v.substr(0, v.find(" built on"));
-    if (timer.throttle != 1) where += " at CPU throttling " + Short(timer.throttle) + "x";
+    if (timer.throttle != 1) where += " at CPU throttling " + Fmt("%g", timer.throttle) + "x";
   }
   std::string cpu = "unknown CPU";
   std::ifstream info("/proc/cpuinfo");
@@ -80,7 +73,7 @@ void UseBrowser(context::WasmTimerOptions& timer, double throttle) {
   if (timer.script == SourcePath("web/tools/ort-web-time.mjs"))
     timer.script = SourcePath("web/tools/browser-time.mjs");
   timer.throttle = throttle;
-  timer.args = {"--throttle", Short(throttle)};
+  timer.args = {"--throttle", Fmt("%g", throttle)};
 }
 
 void AddProfile(CLI::App& app) {

@@ -148,6 +148,15 @@ namespace {
 
 double TransferMs(int64_t bytes, double kbps) { return static_cast<double>(bytes) * 8 / kbps; }
 
+}  // namespace
+
+double FallbackMs(const context::Context& c, const SystemInput& in, const Workload& w) {
+  return TransferMs(in.image_bytes + w.upload_overhead_bytes, c.uplink_kbps) + c.rtt_ms +
+         in.edge.Ms(1) + TransferMs(kAnswerBytes, c.downlink_kbps);
+}
+
+namespace {
+
 // One request as a scheme runs it: what happens before it reaches a server (or
 // all of it, without one), the server's share, what follows.
 struct Step {
@@ -301,15 +310,12 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
         if (scheme.starts_with("deepadapter")) {  // the edge's base model when the branch is unsure
           ask = local->top[size_t(img)] < local->threshold;
           // -fit: only when the edge's answer can arrive within the budget.
-          if (scheme == "deepadapter-fit")
-            ask = ask && TransferMs(send, c.uplink_kbps) + c.rtt_ms + edge_one_ms +
-                                 TransferMs(300, c.downlink_kbps) <=
-                             c.budget_ms;
+          if (scheme == "deepadapter-fit") ask = ask && FallbackMs(c, in, w) <= c.budget_ms;
           server = 0, work = 1, answer = ask ? &in.base : local;
         }
         if (ask) {
           const Links& l = server == 0 ? edge_link : cloud_link;
-          const double up = TransferMs(send, l.up), back = TransferMs(300, l.down);
+          const double up = TransferMs(send, l.up), back = TransferMs(kAnswerBytes, l.down);
           s.before_ms += up + l.rtt / 2;
           s.after_ms = l.rtt / 2 + back;
           s.server = server, s.work = work;

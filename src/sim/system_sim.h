@@ -92,13 +92,20 @@ struct SchemeResult {
   double mean_ms = 0, p95_ms = 0;
   double energy_mj = 0;  // mobile, per request
   double accuracy = 0;
-  double offload = 0;                // share of requests answered by a server
-  double hit_rate = -1;              // model downloads served from the edge cache (-1: no cache)
-  double throughput = 0;             // requests/s the servers sustain (their compute and egress)
-  std::string bottleneck;            // what limits the throughput
+  double offload = 0;      // share of requests answered by a server
+  double hit_rate = -1;    // model downloads served from the edge cache (-1: no cache)
+  double throughput = 0;   // requests/s the servers sustain (their compute and egress)
+  std::string bottleneck;  // what limits the throughput
 };
 
 std::vector<std::string> SchemeNames();
+
+// Bytes of an answer from a server (the OIP response for one image).
+inline constexpr int64_t kAnswerBytes = 300;
+
+// The predicted time of one image asked of the edge without queueing: its
+// upload, the round trip, the edge's batch-1 service, the answer back.
+double FallbackMs(const context::Context& c, const SystemInput& in, const Workload& w);
 
 // Every scheme on the same users. UserError when the inputs do not fit
 // (images out of range, no branches, mismatched answers).
