@@ -88,6 +88,32 @@ TEST(SystemSim, OneRequestIsThePredictorsSum) {
               1e-9);
 }
 
+TEST(SystemSim, ThePagesCostsAndTheBatchWaitAreAdded) {
+  SystemInput in = Input();
+  in.batch_delay_ms = 2;
+  Workload w;
+  w.page_request_ms = 3, w.page_download_ms = 10;
+  const User u = OneUser({0}, {0});
+  const auto rs = SimulateSystem(in, w, {u});
+  const auto& c = u.c;
+  // Edge-only: the page's request cost at the device's slowdown, then as
+  // before plus the edge's 2 ms wait for a fuller batch.
+  const double up = (784.0 + w.upload_overhead_bytes) * 8 / c.uplink_kbps;
+  EXPECT_NEAR(Find(rs, "edge-only").latency_ms[0],
+              c.slowdown * 3 + up + c.rtt_ms + 2 + 1.0 + 300.0 * 8 / c.downlink_kbps, 1e-9);
+  EXPECT_NEAR(Find(rs, "edge-only").latency_ms[0], FallbackMs(c, in, w), 1e-9);
+  // Mobile-only: a download costs the page a request and the download's own work.
+  const double cloud_kbps = std::min(c.downlink_kbps, w.cloud_kbps);
+  EXPECT_NEAR(Find(rs, "mobile-only").latency_ms[0],
+              c.slowdown * (3 + 10) + c.rtt_ms + w.cloud_extra_rtt_ms + 1e6 * 8 / cloud_kbps +
+                  c.slowdown * 2.0,
+              1e-9);
+  EXPECT_NEAR(Find(rs, "mobile-only").energy_mj,
+              c.compute_mw * c.slowdown * (2.0 + 13) / 1000 +
+                  c.transfer_mw * (1e6 * 8 / cloud_kbps) / 1000 + c.tail_mj,
+              1e-9);
+}
+
 TEST(SystemSim, AnAllFallbackUserIsEdgeOnly) {
   SystemInput in = Input();
   // A branch that is never sure, costs nothing to fetch and nothing to run.
@@ -130,6 +156,15 @@ TEST(SystemSim, BatchQueueServesWaitingJobsTogether) {
   EXPECT_DOUBLE_EQ(done[2], 3);
   EXPECT_DOUBLE_EQ(done[3], 10.5);
   EXPECT_DOUBLE_EQ(curve.Capacity(64), 1000);
+  // Waiting 1 ms for a fuller batch (of 3), as the batcher does: the job at
+  // 0.5 joins the one at 0 (start 1, done 3); the one at 2.5 waits until the
+  // server is free at 3, then 1 ms (done 5); three at 10, 10.2 and 10.3 fill a
+  // batch and start at once (done 13.3).
+  const auto waited = BatchQueue({0, 0.5, 2.5, 10, 10.2, 10.3}, {1, 1, 1, 1, 1, 1}, curve, 3, 1);
+  EXPECT_DOUBLE_EQ(waited[0], 3);
+  EXPECT_DOUBLE_EQ(waited[1], 3);
+  EXPECT_DOUBLE_EQ(waited[2], 5);
+  for (int i : {3, 4, 5}) EXPECT_DOUBLE_EQ(waited[i], 13.3);
 }
 
 TEST(SystemSim, WorkloadsAreValidated) {

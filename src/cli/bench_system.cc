@@ -204,6 +204,7 @@ void AddSystemBench(CLI::App& bench) {
     std::printf("measuring the base model's batch service time (the servers' inference path)\n");
     in.edge = in.cloud = MeasureService(base_dir, f->max_batch);
     in.max_batch = f->max_batch;
+    in.batch_delay_ms = infer::BatchOptions().max_delay.count() / 1000.0;  // the services' default
     in.cache_fraction = f->cache_fraction;
     in.static_model = f->static_model;
     for (size_t i = 0; i < in.edge.batch.size(); ++i)

@@ -154,7 +154,10 @@ nlohmann::json BrowserCheck(const SystemFlags& f, const sim::SystemInput& in,
   const nlohmann::json visits = nlohmann::json::parse(ReadFile(json_path)).at("visits");
   nlohmann::json rows = nlohmann::json::array();
   std::string table =
-      "\nsimulator against the browser (Chromium, DevTools throttling and network emulation)\n";
+      "\nsimulator against the browser (Chromium, DevTools throttling and network emulation; "
+      "the page's costs at slowdown 1: " +
+      Fmt("%.1f ms per request, ", w.page_request_ms) +
+      Fmt("%.1f more per download", w.page_download_ms) + ")\n";
   char line[256];
   std::snprintf(line, sizeof line, "%-16s %-16s %12s %12s %8s %12s %12s %8s\n", "context", "model",
                 "dl pred ms", "dl meas ms", "error", "req pred ms", "req meas ms", "error");
@@ -168,7 +171,8 @@ nlohmann::json BrowserCheck(const SystemFlags& f, const sim::SystemInput& in,
     for (const auto& b : in.branches)
       if (b.id == v.at("model")) m = &b;
     if (!m) throw UserError("the page ran a model the family lacks: " + v.at("model").dump());
-    const double dl_pred = c.rtt_ms + double(m->bytes) * 8 / c.downlink_kbps;
+    const double dl_pred = c.slowdown * (w.page_request_ms + w.page_download_ms) + c.rtt_ms +
+                           double(m->bytes) * 8 / c.downlink_kbps;
     const double dl_meas = v.at("loadMs");
     const double device_ms = c.slowdown * m->reference_ms;
     const double fallback_ms = sim::FallbackMs(c, in, w);

@@ -73,6 +73,13 @@ Workload Workload::Load(const std::string& path, const context::Profiles& profil
       if (!(w.cloud_extra_rtt_ms >= 0) || !(w.cloud_kbps > 0))
         throw UserError("cloud_link: extra_rtt_ms >= 0 and kbps > 0");
     }
+    if (j.contains("page")) {
+      w.page_request_ms = j["page"].at("request_ms").get<double>();
+      w.page_download_ms = j["page"].at("download_ms").get<double>();
+      if (!(w.page_request_ms >= 0 && w.page_request_ms < 1e4) ||
+          !(w.page_download_ms >= 0 && w.page_download_ms < 1e4))
+        throw UserError("page: request_ms and download_ms must be in [0, 10000)");
+    }
     w.upload_overhead_bytes = j.value("upload_overhead_bytes", w.upload_overhead_bytes);
     if (w.upload_overhead_bytes < 0) throw UserError("upload_overhead_bytes must be >= 0");
   } catch (const nlohmann::json::exception& e) {
@@ -120,12 +127,15 @@ std::vector<User> MakeUsers(const Workload& w, const context::Profiles& profiles
 
 std::vector<double> BatchQueue(const std::vector<double>& arrival_ms,
                                const std::vector<double>& work, const ServiceCurve& curve,
-                               int max_batch) {
+                               int max_batch, double delay_ms) {
   std::vector<double> done(arrival_ms.size());
   double free_at = 0;
   size_t next = 0;
+  const size_t full = static_cast<size_t>(max_batch);
   while (next < arrival_ms.size()) {
-    const double start = std::max(free_at, arrival_ms[next]);
+    double start = std::max(free_at, arrival_ms[next]) + delay_ms;
+    if (next + full <= arrival_ms.size())  // a full batch may start sooner
+      start = std::min(start, std::max(free_at, arrival_ms[next + full - 1]));
     size_t end = next;
     double sum = 0;
     while (end < arrival_ms.size() && arrival_ms[end] <= start &&
@@ -151,8 +161,9 @@ double TransferMs(int64_t bytes, double kbps) { return static_cast<double>(bytes
 }  // namespace
 
 double FallbackMs(const context::Context& c, const SystemInput& in, const Workload& w) {
-  return TransferMs(in.image_bytes + w.upload_overhead_bytes, c.uplink_kbps) + c.rtt_ms +
-         in.edge.Ms(1) + TransferMs(kAnswerBytes, c.downlink_kbps);
+  return c.slowdown * w.page_request_ms +
+         TransferMs(in.image_bytes + w.upload_overhead_bytes, c.uplink_kbps) + c.rtt_ms +
+         in.batch_delay_ms + in.edge.Ms(1) + TransferMs(kAnswerBytes, c.downlink_kbps);
 }
 
 namespace {
@@ -236,6 +247,9 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
                              std::min(c.downlink_kbps, w.cloud_kbps),
                              std::min(c.uplink_kbps, w.cloud_kbps)};
       const double t0 = u.t.front();
+      // The page's work per request to a server and per model download.
+      const double request_page_ms = c.slowdown * w.page_request_ms;
+      const double download_page_ms = request_page_ms + c.slowdown * w.page_download_ms;
       // Per session: the model on the phone (if any) and where it came from.
       const SystemModel* local = nullptr;
       double local_ms = 0, local_fraction = 1;
@@ -261,10 +275,11 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
           const int64_t head = static_cast<int64_t>(x.bytes_fraction * double(in.base.bytes));
           double ms = c.slowdown * in.base.reference_ms * x.device_fraction;
           if (x.device_fraction > 0)
-            ms += (c.rtt_ms + TransferMs(head, c.downlink_kbps)) / c.inferences;
+            ms += (download_page_ms + c.rtt_ms + TransferMs(head, c.downlink_kbps)) / c.inferences;
           if (x.device_fraction < 1)
-            ms += TransferMs(x.upload_bytes + w.upload_overhead_bytes, c.uplink_kbps) + c.rtt_ms +
-                  edge_one_ms * (1 - x.device_fraction);
+            ms += request_page_ms +
+                  TransferMs(x.upload_bytes + w.upload_overhead_bytes, c.uplink_kbps) + c.rtt_ms +
+                  in.batch_delay_ms + edge_one_ms * (1 - x.device_fraction);
           if (ms < best) best = ms, s = &x;
         }
         local_fraction = s->device_fraction;
@@ -295,9 +310,10 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
         Step s;
         const int img = u.image[k];
         if (k == 0 && local && local_bytes > 0) {
-          const double dl = from.rtt + TransferMs(local_bytes, from.down);
+          const double dl = download_page_ms + from.rtt + TransferMs(local_bytes, from.down);
           s.before_ms += dl;
-          s.energy_mj += c.transfer_mw * TransferMs(local_bytes, from.down) / 1000;
+          s.energy_mj += c.transfer_mw * TransferMs(local_bytes, from.down) / 1000 +
+                         c.compute_mw * download_page_ms / 1000;
           s.radio = true, s.radio_end_ms = dl;
           s.download = download_kind;
           if (dl_edge) s.edge_bytes = local_bytes;
@@ -316,10 +332,10 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
         if (ask) {
           const Links& l = server == 0 ? edge_link : cloud_link;
           const double up = TransferMs(send, l.up), back = TransferMs(kAnswerBytes, l.down);
-          s.before_ms += up + l.rtt / 2;
+          s.before_ms += request_page_ms + up + l.rtt / 2;
           s.after_ms = l.rtt / 2 + back;
           s.server = server, s.work = work;
-          s.energy_mj += c.transfer_mw * (up + back) / 1000;
+          s.energy_mj += c.transfer_mw * (up + back) / 1000 + c.compute_mw * request_page_ms / 1000;
           s.radio = true, s.radio_end_ms = s.before_ms;  // + queueing, added below
         }
         s.correct = answer->predicted[size_t(img)] == in.labels[size_t(img)];
@@ -342,7 +358,7 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
       std::vector<double> arrive, work;
       for (const Job& j : jobs) arrive.push_back(j.arrive), work.push_back(steps[j.u][j.k].work);
       const std::vector<double> done =
-          BatchQueue(arrive, work, srv == 0 ? in.edge : in.cloud, in.max_batch);
+          BatchQueue(arrive, work, srv == 0 ? in.edge : in.cloud, in.max_batch, in.batch_delay_ms);
       for (size_t i = 0; i < jobs.size(); ++i) {
         Step& s = steps[jobs[i].u][jobs[i].k];
         s.before_ms += done[i] - arrive[i];  // waiting and service

@@ -62,6 +62,9 @@ struct Workload {
   double cloud_extra_rtt_ms = 40, cloud_kbps = 20000;
   double egress_kbps = 1e6;
   int64_t upload_overhead_bytes = 400;
+  // The page's own work (CPU, at slowdown 1; scaled by the device's) per HTTP
+  // request and, beyond that, per model download (hash check, Cache Storage).
+  double page_request_ms = 0, page_download_ms = 0;
   static Workload Load(const std::string& path, const context::Profiles& profiles);
 };
 
@@ -81,6 +84,7 @@ struct SystemInput {
   int64_t image_bytes = 784;  // one input as uploaded (UINT8 pixels)
   ServiceCurve edge, cloud;
   int max_batch = 64;
+  double batch_delay_ms = 0;    // a server's wait for a fuller batch (BatchOptions' max_delay)
   double cache_fraction = 0.3;  // the edge cache, a fraction of the branches' bytes
   double refresh_s = 10, half_life_s = 600;
   std::string static_model;  // default: the branch of median size
@@ -103,8 +107,9 @@ std::vector<std::string> SchemeNames();
 // Bytes of an answer from a server (the OIP response for one image).
 inline constexpr int64_t kAnswerBytes = 300;
 
-// The predicted time of one image asked of the edge without queueing: its
-// upload, the round trip, the edge's batch-1 service, the answer back.
+// The predicted time of one image asked of the edge without queueing: the
+// page's request cost, its upload, the round trip, the edge's wait for a batch
+// and batch-1 service, the answer back.
 double FallbackMs(const context::Context& c, const SystemInput& in, const Workload& w);
 
 // Every scheme on the same users. UserError when the inputs do not fit
@@ -112,12 +117,13 @@ double FallbackMs(const context::Context& c, const SystemInput& in, const Worklo
 std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& w,
                                          const std::vector<User>& users);
 
-// Completion times of jobs at a batching server: arrivals sorted ascending;
-// whenever the server is free it takes up to max_batch waiting jobs (or waits
-// for the next), and a batch of b takes curve.Ms(b) x the mean `work` of its
-// jobs (1 = the whole base model).
+// Completion times of jobs at a batching server (as infer::Batcher runs
+// them): arrivals sorted ascending; once the server is free and a job waits, it
+// waits `delay_ms` more (or until max_batch jobs wait), takes up to max_batch
+// jobs, and a batch of b takes curve.Ms(b) x the mean `work` of its jobs (1 =
+// the whole base model).
 std::vector<double> BatchQueue(const std::vector<double>& arrival_ms,
                                const std::vector<double>& work, const ServiceCurve& curve,
-                               int max_batch);
+                               int max_batch, double delay_ms = 0);
 
 }  // namespace da::sim

@@ -174,6 +174,11 @@ try {
         'a 400 kbit/s network: the SDK measures a downlink under 800 kbit/s');
   check(throttled.match.bytes < fast.match.bytes, `the slow context is matched to a smaller model (${throttled.match.model}, ${throttled.match.bytes} bytes) than the fast one (${fast.match.model}, ${fast.match.bytes} bytes)`);
 
+  // The page's own costs for the system evaluation (visit.mjs --page-costs).
+  const costs = JSON.parse(execFileSync('node', [new URL('../tools/visit.mjs', import.meta.url).pathname, edge, '--page-costs']).toString());
+  check(costs.request_ms > 0 && costs.download_ms >= 0 && Math.max(costs.request_ms, costs.download_ms) < 1000 && costs.visits.length === 3,
+        `visit.mjs --page-costs measures the page: ${costs.request_ms.toFixed(1)} ms per request, ${costs.download_ms.toFixed(1)} ms more per download`);
+
   // The edge stops: answers go on locally.
   server.kill('SIGTERM');
   await new Promise((r) => server.once('exit', r));

@@ -4,8 +4,13 @@
 // context, the matched model, accuracy on the page's images, offload share and
 // latency; screenshots go to OUT_DIR. Used by `./run demo`.
 // usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N] [--json FILE]
+//        node visit.mjs EDGE_URL --page-costs
 //   --json: also write every visit's figures and per-image results (for `bench system --browser`)
 //   contexts: names from profiles/contexts.json (default: high-wifi-3, mid-4g-10, low-3g-30)
+//   --page-costs: instead, the page's own cost per HTTP request and per model
+//     download (hash check, Cache Storage), unthrottled and without network
+//     emulation over loopback, where the network itself costs next to nothing:
+//     the figures of profiles/workload.json's "page" (medians of 3 visits).
 import { chromium } from 'playwright-core';
 import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,11 +29,58 @@ const opt = (name, def) => {
   args.splice(i, 2);
   return v;
 };
+const pageCosts = args.includes('--page-costs');
+if (pageCosts) args.splice(args.indexOf('--page-costs'), 1);
 const names = opt('--contexts', 'high-wifi-3,mid-4g-10,low-3g-30').split(',');
 const images = Number(opt('--images', '100'));
 const jsonOut = opt('--json', null);
-if (args.length !== 2 || !(images >= 1 && images <= 1000)) fail('usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N (1..1000)]');
+if (args.length !== (pageCosts ? 1 : 2) || !(images >= 1 && images <= 1000))
+  fail('usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N (1..1000)] [--json FILE] | EDGE_URL --page-costs');
 const [edge, out] = args;
+
+const launch = (profile) => chromium.launchPersistentContext(profile, {
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true,
+  viewport: { width: 1280, height: 1100 },
+  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+         '--disable-component-update', '--disable-sync', '--disable-quic'],
+});
+
+if (pageCosts) {
+  // Per request: the SDK's empty probe; per download: the SDK's path for a
+  // model (fetch, SHA-256, Cache Storage) minus one request. Each a median.
+  const visits = [];
+  for (let i = 0; i < 3; i++) {
+    const profile = mkdtempSync(join(tmpdir(), 'da-visit-'));
+    const context = await launch(profile);
+    try {
+      const page = context.pages()[0] ?? (await context.newPage());
+      await page.goto(`${edge}/sdk/package.json`);
+      visits.push(await page.evaluate(async () => {
+        const med = (xs) => xs.sort((a, b) => a - b)[xs.length >> 1];
+        const ms = async (f) => { const t = performance.now(); await f(); return performance.now() - t; };
+        const m = await (await fetch('/v1/match', { method: 'POST', headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ slowdown: 2, downlink_kbps: 10000, uplink_kbps: 5000, rtt_ms: 50, budget_ms: 30, inferences: 100 }) })).json();
+        const cache = await caches.open('page-costs');
+        const request = [], download = [];
+        for (let k = 0; k < 21; k++)
+          request.push(await ms(async () => (await fetch(`/v1/probe?bytes=0&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer()));
+        for (let k = 0; k < 7; k++)
+          download.push(await ms(async () => {
+            const bytes = await (await fetch(m.url, { cache: 'no-store' })).arrayBuffer();
+            await crypto.subtle.digest('SHA-256', bytes);
+            await cache.put(`/x${k}`, new Response(bytes));
+          }));
+        return { request_ms: med(request), download_ms: Math.max(0, med(download) - med(request)), model: m.model, bytes: m.bytes };
+      }));
+    } finally {
+      await context.close();
+      rmSync(profile, { recursive: true, force: true });
+    }
+  }
+  const med = (k) => visits.map((v) => v[k]).sort((a, b) => a - b)[1];
+  console.log(JSON.stringify({ request_ms: med('request_ms'), download_ms: med('download_ms'), visits }));
+  process.exit(0);
+}
 mkdirSync(out, { recursive: true });
 
 const profiles = join(dirname(fileURLToPath(import.meta.url)), '../../profiles');
@@ -48,12 +100,7 @@ for (const v of visits) {
   // the measurements, the images and the edge's answers go through the
   // emulated network.
   const profile = mkdtempSync(join(tmpdir(), 'da-visit-'));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true,
-    viewport: { width: 1280, height: 1100 },
-    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-           '--disable-component-update', '--disable-sync', '--disable-quic'],
-  });
+  const context = await launch(profile);
   try {
     const page = context.pages()[0] ?? (await context.newPage());
     const errors = [];
