@@ -1,6 +1,7 @@
 // Exports models of both families (odd widths, realistic BN statistics) to ONNX and
 // has onnxruntime (node) run them on 100 real test images: logits must match
-// libtorch's within 1e-4, with the same argmax.
+// libtorch's and the engine's (src/engine, from the same file) within 1e-4,
+// with the same argmax.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -8,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/fs.h"
+#include "engine/engine.h"
 #include "nn/dataset.h"
 #include "nn/onnx_export.h"
 #include "test_util.h"
@@ -51,6 +53,11 @@ TEST(Export, OnnxruntimeMatchesLibtorch) {
         << s.Summary();
     WriteFloats(dir / (name + ".input"), x);
     WriteFloats(dir / (name + ".logits"), logits);
+    // The engine's logits from the same file, for onnxruntime to match too.
+    da::engine::Model engine(da::ReadFile((dir / (name + ".onnx")).string()));
+    torch::Tensor mine = torch::empty_like(logits);
+    engine.Run(x.contiguous().data_ptr<float>(), 100, mine.data_ptr<float>());
+    WriteFloats(dir / (name + ".engine"), mine);
     cases.push_back({{"name", name},
                      {"summary", s.Summary()},
                      {"shape", {100, s.channels, s.height, s.width}},
