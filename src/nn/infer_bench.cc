@@ -7,7 +7,9 @@
 #include <thread>
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/process.h"
+#include "engine/engine.h"
 #include "nn/onnx_export.h"
 
 namespace da::nn {
@@ -49,6 +51,32 @@ Timing MeasureTorch(Net& model, torch::MemoryFormat layout, const InferBenchOpti
   return t;
 }
 
+// The same measurement by the engine.
+Timing MeasureEngine(engine::Model& m, const InferBenchOptions& opts) {
+  const int64_t pixels = m.channels() * m.height() * m.width();
+  auto x1 = torch::rand({1, pixels}), xb = torch::rand({opts.batch, pixels});
+  std::vector<float> y(static_cast<size_t>(opts.batch * m.classes()));
+  Timing t;
+  for (int i = 0; i < 20; ++i) m.Run(x1.data_ptr<float>(), 1, y.data());
+  std::vector<double> times;
+  for (int i = 0; i < opts.runs; ++i) {
+    double t0 = Now();
+    m.Run(x1.data_ptr<float>(), 1, y.data());
+    times.push_back(Now() - t0);
+  }
+  t.latency_ms = 1e3 * Median(times);
+  for (int i = 0; i < 3; ++i) m.Run(xb.data_ptr<float>(), opts.batch, y.data());
+  int64_t images = 0;
+  double t0 = Now(), t1 = t0;
+  while (t1 - t0 < opts.seconds) {
+    m.Run(xb.data_ptr<float>(), opts.batch, y.data());
+    images += opts.batch;
+    t1 = Now();
+  }
+  t.throughput = images / (t1 - t0);
+  return t;
+}
+
 // The same measurement by onnxruntime-node on the exported model at `onnx`.
 Timing MeasureOrt(const std::string& onnx, const ModelSpec& s, int threads,
                   const InferBenchOptions& opts) {
@@ -79,25 +107,31 @@ InferBenchResult BenchInfer(NetImpl& net, const InferBenchOptions& opts) {
   TempDir tmp("deepadapter-bench");
   const std::string onnx = (tmp.path() / "model.onnx").string();
   ExportOnnx(net, onnx);
+  engine::Model engine(ReadFile(onnx));
 
   // The machine's speed drifts by tens of percent within minutes: alternate the
   // runtimes over several rounds and report medians.
-  std::vector<Timing> o, c, x;
-  std::vector<double> lat_ratio, thr_ratio;
+  std::vector<Timing> e, o, c, x;
+  std::vector<double> lat_ratio, thr_ratio, torch_lat_ratio, torch_thr_ratio;
   for (int round = 0; round < opts.rounds; ++round) {
+    e.push_back(MeasureEngine(engine, opts));
     o.push_back(MeasureTorch(ours, torch::MemoryFormat::Contiguous, opts));
     c.push_back(MeasureTorch(channels_last, torch::MemoryFormat::ChannelsLast, opts));
     x.push_back(MeasureOrt(onnx, net.spec(), r.threads, opts));
-    lat_ratio.push_back(o.back().latency_ms / x.back().latency_ms);
-    thr_ratio.push_back(o.back().throughput / x.back().throughput);
+    lat_ratio.push_back(e.back().latency_ms / x.back().latency_ms);
+    thr_ratio.push_back(e.back().throughput / x.back().throughput);
+    torch_lat_ratio.push_back(o.back().latency_ms / x.back().latency_ms);
+    torch_thr_ratio.push_back(o.back().throughput / x.back().throughput);
   }
   auto median = [](const std::vector<Timing>& v) {
     std::vector<double> lat, thr;
     for (const Timing& t : v) lat.push_back(t.latency_ms), thr.push_back(t.throughput);
     return Timing{Median(lat), Median(thr)};
   };
-  r.ours = median(o), r.channels_last = median(c), r.ort = median(x);
+  r.engine = median(e), r.torch = median(o), r.channels_last = median(c), r.ort = median(x);
   r.latency_ratio = Median(lat_ratio), r.throughput_ratio = Median(thr_ratio);
+  r.torch_latency_ratio = Median(torch_lat_ratio);
+  r.torch_throughput_ratio = Median(torch_thr_ratio);
   return r;
 }
 

@@ -1,8 +1,9 @@
 #pragma once
-// Server-side inference speed: our path (PrepareForInference: the deployed net the
-// edge runs, on oneDNN tensors), the same fused net on channels-last dense tensors,
-// and onnxruntime (native, through onnxruntime-node) on the same exported model,
-// measured in one run.
+// Server-side inference speed, measured in one run: the engine (src/engine, on
+// the exported ONNX file), libtorch (PrepareForInference: the deployed net on
+// oneDNN tensors; the services' path before the engine), the same fused net on
+// channels-last dense tensors, and onnxruntime (native, through
+// onnxruntime-node) on the same exported model.
 #include <string>
 
 #include "nn/model.h"
@@ -25,8 +26,10 @@ struct Timing {
 
 struct InferBenchResult {
   int threads = 0;
-  Timing ours, channels_last, ort;                 // medians over rounds
-  double latency_ratio = 0, throughput_ratio = 0;  // ours / onnxruntime, per-round median
+  Timing engine, torch, channels_last, ort;  // medians over rounds
+  // engine / onnxruntime and libtorch / onnxruntime, per-round medians
+  double latency_ratio = 0, throughput_ratio = 0, torch_latency_ratio = 0,
+         torch_throughput_ratio = 0;
 };
 
 // Throws UserError when node or onnxruntime-node cannot run.
