@@ -59,7 +59,7 @@ grep -q reused "$tmp/out" && { echo "FAIL reuse despite a changed --limit"; fail
 expect_ok "eval" "test accuracy" eval "$tmp/m"
 expect_ok "export" "model.onnx" export "$tmp/m"
 [[ -s "$tmp/m/model.onnx" ]] || { echo "FAIL export wrote no model.onnx"; fails=$((fails + 1)); }
-expect_ok "bench infer" "ours / onnxruntime" bench infer "$tmp/m" --runs 10 --seconds 0.2 --rounds 1
+expect_ok "bench infer" "engine / onnxruntime" bench infer "$tmp/m" --runs 10 --seconds 0.2 --rounds 1
 expect_error "bench infer without a model" "not found" bench infer "$tmp/nomodel"
 
 # Contexts, prediction and pruning.

@@ -98,12 +98,10 @@ std::vector<sim::Split> Splits(const nn::ModelSpec& spec, const context::Latency
 
 // The base model's batch service times on the servers' inference path.
 sim::ServiceCurve MeasureService(const std::string& base_dir, int max_batch) {
-  const nlohmann::json spec =
-      nlohmann::json::parse(ReadFile((fs::path(base_dir) / "spec.json").string()));
   infer::BatchOptions o;
   o.enabled = false;  // each Submit is one forward pass of its images
   o.max_batch = max_batch;
-  infer::Batcher b(spec, (fs::path(base_dir) / "weights.pt").string(), o);
+  infer::Batcher b(ReadFile((fs::path(base_dir) / "model.onnx").string()), o);
   const int64_t pixels = int64_t{b.shape().channels} * b.shape().height * b.shape().width;
   sim::ServiceCurve curve;
   for (int n : {1, 8, 32, 64}) {

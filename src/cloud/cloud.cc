@@ -97,7 +97,7 @@ struct Cloud::Impl {
       if (added) spdlog::info("imported {} models from {}", added, c.family_dir);
     }
     if (auto b = repo.Find("base"))
-      base = std::make_shared<infer::Batcher>(b->at("spec"), *repo.ArtifactPath("base", "weights"),
+      base = std::make_shared<infer::Batcher>(ReadFile(*repo.ArtifactPath("base", "onnx")),
                                               base_service.Observed(cfg.batching));
     else
       spdlog::warn("repository {} has no base model: inference and prune requests are off",

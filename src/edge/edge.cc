@@ -212,7 +212,7 @@ void Edge::Impl::Download(const httplib::Request& req, httplib::Response& res,
     auto it = repo::ValidId(id) ? records.find(id) : records.end();
     if (it == records.end()) throw HttpError(404, "unknown model '" + id + "'");
     sha = it->second.at("onnx").at("sha256");
-    if (id == "base") {  // kept beside base.pt by the worker
+    if (id == "base") {  // kept in the state directory by the worker
       if (base_onnx_sha != sha) throw HttpError(503, "the base model is not loaded yet");
       cached = true;
     } else {

@@ -142,40 +142,28 @@ void Edge::Impl::LoadCatalog() {
 
 void Edge::Impl::LoadBase() {
   nlohmann::json rec;
-  bool need_net, need_onnx;
   {
     std::lock_guard lock(mu);
     auto it = records.find("base");
     if (it == records.end()) return;
     rec = it->second;
-    need_net = !base;
-    need_onnx = base_onnx_sha != rec.at("onnx").at("sha256");
+    if (base && base_onnx_sha == rec.at("onnx").at("sha256")) return;
   }
-  if (!need_net && !need_onnx) return;
-  // Weights for the edge's own inference; the ONNX file for browsers that run
-  // the whole model (mobile-only). Both kept in the state: an outage keeps them.
-  auto ensure = [&](const char* kind, const char* file, const char* ext) {
-    const std::string sha = rec.at(kind).at("sha256");
-    const std::string path = (fs::path(cfg.state_dir) / file).string();
-    if (!fs::exists(path) || Sha256Hex(ReadFile(path)) != sha) {
-      std::string data = cloud.Get(std::string("/v1/models/base.") + ext);
-      if (Sha256Hex(data) != sha) throw std::runtime_error("the cloud sent a corrupt base model");
-      WriteFileAtomic(path, data);
-    }
-    return path;
-  };
-  if (need_net) {
-    auto b = std::make_shared<infer::Batcher>(rec.at("spec"), ensure("weights", "base.pt", "pt"),
-                                              base_service.Observed(cfg.batching));
-    std::lock_guard lock(mu);
-    base = std::move(b);
-    spdlog::info("edge: base model loaded");
+  // The ONNX file: the engine runs it here, and browsers that run the whole
+  // model (mobile-only) download it. Kept in the state: an outage keeps it.
+  const std::string sha = rec.at("onnx").at("sha256");
+  const std::string path = (fs::path(cfg.state_dir) / "base.onnx").string();
+  std::string data = fs::exists(path) ? ReadFile(path) : "";
+  if (Sha256Hex(data) != sha) {
+    data = cloud.Get("/v1/models/base.onnx");
+    if (Sha256Hex(data) != sha) throw std::runtime_error("the cloud sent a corrupt base model");
+    WriteFileAtomic(path, data);
   }
-  if (need_onnx) {
-    ensure("onnx", "base.onnx", "onnx");
-    std::lock_guard lock(mu);
-    base_onnx_sha = rec.at("onnx").at("sha256");
-  }
+  auto b = std::make_shared<infer::Batcher>(data, base_service.Observed(cfg.batching));
+  std::lock_guard lock(mu);
+  base = std::move(b);
+  base_onnx_sha = sha;
+  spdlog::info("edge: base model loaded");
 }
 
 void Edge::Impl::ForwardPruneRequests() {

@@ -1,7 +1,11 @@
 #include "infer/batcher.h"
 
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+
 #include "common/error.h"
-#include "nn/model.h"
 
 namespace da::infer {
 
@@ -13,18 +17,11 @@ void BatchOptions::Validate() const {
   if (max_queue < max_batch) throw UserError("the inference queue must hold at least one batch");
 }
 
-struct Batcher::Model {
-  nn::Net net{nullptr};
-};
-
-Batcher::Batcher(const nlohmann::json& spec, const std::string& weights_path, BatchOptions opts)
-    : model_(std::make_unique<Model>()), opts_(std::move(opts)) {
+Batcher::Batcher(const std::string& onnx_bytes, BatchOptions opts) : opts_(std::move(opts)) {
   opts_.Validate();
-  nn::Net net(nn::ModelSpec::FromJson(spec));
-  nn::LoadWeights(*net, weights_path);
-  model_->net = nn::PrepareForInference(*net);
-  const auto& s = net->spec();
-  shape_ = {s.channels, s.height, s.width, s.classes};
+  model_ = std::make_unique<engine::Model>(onnx_bytes);
+  const engine::Model& m = *model_;
+  shape_ = {int(m.channels()), int(m.height()), int(m.width()), int(m.classes())};
   worker_ = std::thread([this] { Loop(); });
 }
 
@@ -54,7 +51,7 @@ std::future<std::vector<float>> Batcher::Submit(std::vector<float> pixels, int64
 }
 
 void Batcher::Loop() {
-  nn::SetThreads(opts_.threads);
+  if (opts_.threads > 0) omp_set_num_threads(opts_.threads);
   for (;;) {
     std::vector<Job> batch;
     {
@@ -82,12 +79,13 @@ void Batcher::Loop() {
       input.reserve(static_cast<size_t>(images * shape_.Pixels()));
       for (const Job& j : batch) input.insert(input.end(), j.pixels.begin(), j.pixels.end());
       std::vector<float> probs(static_cast<size_t>(images * shape_.classes));
-      {
-        c10::InferenceMode guard;
-        torch::Tensor x =
-            torch::from_blob(input.data(), {images, shape_.channels, shape_.height, shape_.width});
-        torch::Tensor p = torch::softmax(model_->net->forward(x), 1).contiguous();
-        std::copy(p.data_ptr<float>(), p.data_ptr<float>() + probs.size(), probs.begin());
+      model_->Run(input.data(), images, probs.data());
+      for (int64_t i = 0; i < images; ++i) {  // softmax, row by row
+        float* row = probs.data() + i * shape_.classes;
+        const float top = *std::max_element(row, row + shape_.classes);
+        float sum = 0;
+        for (int k = 0; k < shape_.classes; ++k) sum += row[k] = std::exp(row[k] - top);
+        for (int k = 0; k < shape_.classes; ++k) row[k] /= sum;
       }
       if (opts_.on_batch) opts_.on_batch(images);
       size_t at = 0;

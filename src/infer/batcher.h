@@ -1,8 +1,9 @@
 #pragma once
-// The base model behind a queue with dynamic batching: concurrent requests are
-// run together, up to `max_batch` images, waiting at most `max_delay` after the
-// first one arrives. With batching off, requests run one at a time as they came.
-// One worker thread owns the model.
+// A model behind a queue with dynamic batching: concurrent requests are run
+// together, up to `max_batch` images, waiting at most `max_delay` once the
+// worker is free. With batching off, requests run one at a time as they came.
+// One worker thread owns the model, run by the engine (src/engine) from its
+// ONNX file.
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -15,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "engine/engine.h"
 #include "infer/oip.h"
 
 namespace da::infer {
@@ -23,7 +25,7 @@ struct BatchOptions {
   bool enabled = true;
   int64_t max_batch = 64;                        // images per forward pass
   std::chrono::microseconds max_delay{2000};     // extra wait for a fuller batch
-  int threads = 0;                               // libtorch threads (0: all cores)
+  int threads = 0;                               // OpenMP threads (0: all cores)
   int64_t max_queue = 4096;                      // images waiting before Submit refuses
   std::function<void(int64_t images)> on_batch;  // called after every forward pass
   void Validate() const;                         // UserError when out of range
@@ -37,9 +39,8 @@ class Overloaded : public std::runtime_error {
 
 class Batcher {
  public:
-  // Loads the model (its spec as JSON, weights.pt as nn writes it) for
-  // inference. UserError when they do not load.
-  Batcher(const nlohmann::json& spec, const std::string& weights_path, BatchOptions opts);
+  // Loads the model from its ONNX file's bytes. UserError when it does not load.
+  Batcher(const std::string& onnx_bytes, BatchOptions opts);
   ~Batcher();  // finishes queued work, then stops
 
   const InputShape& shape() const { return shape_; }
@@ -55,8 +56,7 @@ class Batcher {
   };
   void Loop();
 
-  struct Model;
-  std::unique_ptr<Model> model_;
+  std::unique_ptr<engine::Model> model_;
   InputShape shape_;
   BatchOptions opts_;
   mutable std::mutex mu_;
