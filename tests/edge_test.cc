@@ -11,6 +11,7 @@
 #include "edge/cache.h"
 #include "edge/store.h"
 #include "infer/oip.h"
+#include "infer/service.h"
 #include "sim/cache_sim.h"
 
 namespace fs = std::filesystem;
@@ -367,6 +368,18 @@ std::string Mutate(std::string body, std::mt19937& rng) {
 
 // Thousands of mutated bodies: every one is parsed or rejected with a 400,
 // never a crash, a hang or another exception.
+TEST(OpenInferenceProtocol, MetricsLabelsStayBounded) {
+  using da::infer::Endpoint;
+  EXPECT_EQ(Endpoint("/v2"), "/v2");
+  EXPECT_EQ(Endpoint("/v2/health/ready"), "/v2/health/ready");
+  EXPECT_EQ(Endpoint("/v2/models/base/infer"), "/v2/models/base/infer");
+  EXPECT_EQ(Endpoint("/v2/models/net/versions/1/ready"),
+            "/v2/models/{model}/versions/{version}/ready");
+  EXPECT_EQ(Endpoint("/v2/models/any-name-at-all"), "/v2/models/{model}");
+  EXPECT_EQ(Endpoint("/v2/models/a/b/c/d"), "other");
+  EXPECT_EQ(Endpoint("/v2/elsewhere"), "other");
+}
+
 TEST(OpenInferenceProtocol, SurvivesMutatedBodies) {
   std::mt19937 rng(7);
   const std::string a = Request("UINT8", {1, 784}, std::vector<int>(784, 7));

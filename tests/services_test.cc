@@ -271,6 +271,34 @@ TEST(Services, OpenInferenceProtocolRoutes) {
   EXPECT_TRUE(Get(*cloud, "/v2/models/other", 404).contains("error"));
   EXPECT_TRUE(Get(*cloud, "/v2/models/base/versions/2/ready", 404).contains("error"));
   EXPECT_TRUE(Post(*cloud, "/v2/models/other/infer", InferBody(1), 404).contains("error"));
+  EXPECT_EQ(Get(*cloud, "/v2")["extensions"], json::array({"binary_tensor_data"}));
+  // Every model of the repository by name, each on its own queue: the branch
+  // answers differ from the base's somewhere (another model), and the
+  // versions/1 route gives the same.
+  EXPECT_EQ(Get(*cloud, "/v2/models/net/ready")["ready"], true);
+  EXPECT_EQ(Get(*cloud, "/v2/models/net/versions/1")["name"], "net");
+  const json net = Post(*cloud, "/v2/models/net/infer", InferBody(8));
+  EXPECT_EQ(net["model_name"], "net");
+  EXPECT_EQ(net["outputs"],
+            Post(*cloud, "/v2/models/net/versions/1/infer", InferBody(8))["outputs"]);
+  EXPECT_NE(net["outputs"], Post(*cloud, "/v2/models/base/infer", InferBody(8))["outputs"]);
+  EXPECT_TRUE(Get(*cloud, "/v2/models/net/versions/2", 404).contains("error"));
+  EXPECT_TRUE(Get(*cloud, "/v2/models/..", 404).contains("error"));
+  // The edge: a model in its cache by name, with the cloud's answers; one it
+  // does not hold is a 404 that says so.
+  auto edge = StartEdge(cloud->url(), (Tmp() / "state-oip").string(), {"--policy", "lru"});
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+  EXPECT_EQ(Get(*edge, "/v2/models/net/ready", 404)["error"].get<std::string>().find(
+                "not in this edge's cache") != std::string::npos,
+            true);
+  Post(*edge, "/v1/match", kNetContext);  // LRU admits the ideal, "net"
+  ASSERT_TRUE(WaitFor(*edge, "/v1/stats", [](const json& s) {
+    return s["content"].size() == 1 && s["content"][0]["on_disk"].get<bool>();
+  }));
+  EXPECT_EQ(Get(*edge, "/v2/models/net/ready")["ready"], true);
+  EXPECT_EQ(Post(*edge, "/v2/models/net/infer", InferBody(8))["outputs"], net["outputs"]);
+  EXPECT_TRUE(Post(*edge, "/v2/models/cpu/infer", InferBody(1), 404).contains("error"));
+  EXPECT_GE(Metric(*edge, "infer_latency_seconds_count"), 1);
   // Binary tensors: the same image as raw bytes after a JSON header gives the
   // same answer, in binary when asked.
   std::vector<int> px(784);

@@ -69,9 +69,29 @@ struct Cloud::Impl {
   context::LatencyTable table;
   std::vector<context::Context> standard;
   Metrics metrics;
-  infer::BaseService base_service{metrics, [this] { return base; },
-                                  "the repository has no base model"};
+  infer::ModelService model_service{metrics,
+                                    [this](const std::string& name) { return Find(name); }};
   std::shared_ptr<infer::Batcher> base;  // set once, in the constructor; stops first
+  std::mutex models_mu;
+  std::map<std::string, std::shared_ptr<infer::Batcher>> branches;  // loaded on first request
+
+  // A model of the repository for the Open Inference Protocol routes.
+  infer::Lookup Find(const std::string& name) {
+    if (name == "base") return {base, 503, "the repository has no base model"};
+    if (!repo::ValidId(name) || !repo.Find(name))
+      return {nullptr, 404, "unknown model '" + name + "'"};
+    std::lock_guard lock(models_mu);
+    auto& b = branches[name];
+    try {
+      if (!b)
+        b = std::make_shared<infer::Batcher>(ReadFile(*repo.ArtifactPath(name, "onnx")),
+                                             model_service.Observed(cfg.batching));
+    } catch (const UserError& e) {
+      branches.erase(name);
+      return {nullptr, 500, "model '" + name + "' cannot be loaded: " + e.what()};
+    }
+    return {b, 200, ""};
+  }
   http::Server server{cfg.server};
   int port = 0;
 
@@ -98,7 +118,7 @@ struct Cloud::Impl {
     }
     if (auto b = repo.Find("base"))
       base = std::make_shared<infer::Batcher>(ReadFile(*repo.ArtifactPath("base", "onnx")),
-                                              base_service.Observed(cfg.batching));
+                                              model_service.Observed(cfg.batching));
     else
       spdlog::warn("repository {} has no base model: inference and prune requests are off",
                    c.repo_dir);
@@ -191,7 +211,7 @@ struct Cloud::Impl {
       http::ServeImmutable(req, res, *repo.ArtifactPath(id, kind), m->at(kind).at("sha256"),
                            "application/octet-stream");
     });
-    base_service.AddRoutes(server);
+    model_service.AddRoutes(server);
     server.Post("/v1/prune-requests", [this](const Request& req, Response& res) {
       nlohmann::json body = http::JsonBody(req);
       if (!body.contains("name")) body["name"] = "request";

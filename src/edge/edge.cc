@@ -7,6 +7,7 @@
 #include <random>
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "common/sha256.h"
 #include "context/predictor.h"
 #include "edge/edge_impl.h"
@@ -148,7 +149,7 @@ void Edge::Impl::Routes() {
     res.set_header("Cache-Control", "no-store");
     res.set_content(probe_bytes.substr(0, static_cast<size_t>(n)), "application/octet-stream");
   });
-  base_service.AddRoutes(server);
+  model_service.AddRoutes(server);
   WebRoutes();
 }
 
@@ -235,6 +236,48 @@ void Edge::Impl::Download(const httplib::Request& req, httplib::Response& res,
   }
   if (http::NotModified(req, res, sha)) return;
   res.set_content(Fetch(id, sha), "application/octet-stream");
+}
+
+infer::Lookup Edge::Impl::FindModel(const std::string& name) {
+  if (name == "base") return {Base(), 503, "the base model is not loaded yet"};
+  std::string sha;
+  {
+    std::lock_guard lock(mu);
+    auto it = repo::ValidId(name) ? records.find(name) : records.end();
+    if (it == records.end()) return {nullptr, 404, "unknown model '" + name + "'"};
+    auto d = on_disk.find(name);
+    if (d == on_disk.end() || d->second != it->second.at("onnx").at("sha256"))
+      return {nullptr, 404,
+              "model '" + name + "' is not in this edge's cache; the cloud serves every model"};
+    sha = d->second;
+  }
+  ForgetUncached();
+  std::lock_guard lock(models_mu);
+  auto& [have, batcher] = branches[name];
+  if (!batcher || have != sha) {
+    try {
+      batcher = std::make_shared<infer::Batcher>(ReadFile(store.Path(sha)),
+                                                 model_service.Observed(cfg.batching));
+      have = sha;
+    } catch (const UserError& e) {  // removed meanwhile, or unreadable
+      branches.erase(name);
+      return {nullptr, 404, "model '" + name + "' is not in this edge's cache: " + e.what()};
+    }
+  }
+  return {batcher, 200, ""};
+}
+
+void Edge::Impl::ForgetUncached() {
+  std::map<std::string, std::string> disk;
+  {
+    std::lock_guard lock(mu);
+    disk = on_disk;
+  }
+  std::lock_guard lock(models_mu);
+  std::erase_if(branches, [&](const auto& b) {
+    auto d = disk.find(b.first);
+    return d == disk.end() || d->second != b.second.first;
+  });
 }
 
 nlohmann::json Edge::Impl::Stats() {

@@ -66,8 +66,8 @@ struct Edge::Impl {
   Store store;
   Metrics metrics;
   CloudLink cloud;
-  infer::BaseService base_service{metrics, [this] { return Base(); },
-                                  "the base model is not loaded yet"};
+  infer::ModelService model_service{metrics,
+                                    [this](const std::string& name) { return FindModel(name); }};
   http::Server server{cfg.server};
   int port = 0;
   std::string probe_bytes;
@@ -101,6 +101,14 @@ struct Edge::Impl {
     std::lock_guard lock(mu);
     return base;
   }
+
+  // edge.cc: a model for the Open Inference Protocol routes: the base, or a
+  // cached branch (its batcher made on first request, dropped with the file).
+  infer::Lookup FindModel(const std::string& name);
+  void ForgetUncached();
+  std::mutex models_mu;
+  std::map<std::string, std::pair<std::string, std::shared_ptr<infer::Batcher>>>
+      branches;  // id -> (sha256, batcher)
 };
 
 }  // namespace da::edge

@@ -159,7 +159,7 @@ void Edge::Impl::LoadBase() {
     if (Sha256Hex(data) != sha) throw std::runtime_error("the cloud sent a corrupt base model");
     WriteFileAtomic(path, data);
   }
-  auto b = std::make_shared<infer::Batcher>(data, base_service.Observed(cfg.batching));
+  auto b = std::make_shared<infer::Batcher>(data, model_service.Observed(cfg.batching));
   std::lock_guard lock(mu);
   base = std::move(b);
   base_onnx_sha = sha;
@@ -244,7 +244,9 @@ void Edge::Impl::Loop() {
     const bool recompute = now >= next_refresh;
     if (recompute) next_refresh = after(cfg.refresh_s);
     if (now >= next_fill) {
-      if (Sync(recompute)) {
+      const bool synced = Sync(recompute);
+      ForgetUncached();  // batchers of models that left the disk
+      if (synced) {
         fill_backoff = 0.5;
       } else {
         spdlog::warn("edge: cache fill failed; retrying in {:.1f} s", fill_backoff);

@@ -1,7 +1,10 @@
 #pragma once
-// The base model's Open Inference Protocol routes, shared by the cloud and the
-// edge: GET /v2/health/ready, GET /v2/models/base, POST /v2/models/base/infer,
-// with their metrics (request latency, images per forward pass).
+// The Open Inference Protocol's REST routes, shared by the cloud and the edge:
+// GET /v2, /v2/health/live, /v2/health/ready; for every model the server holds
+// (the base model, and the edge's cached or the cloud's stored branches) by
+// name, also under versions/1: GET /v2/models/NAME, GET .../ready and
+// POST .../infer (JSON or binary tensors); with their metrics (request latency,
+// images per forward pass). Each model runs on its own batch queue.
 #include <functional>
 #include <memory>
 #include <string>
@@ -11,24 +14,32 @@
 
 namespace da::infer {
 
-// The metrics label of an Open Inference Protocol path (a route, or "other").
+// The metrics label of an Open Inference Protocol path: the route with model
+// names other than "base" as {model} (a bounded set), or "other".
 std::string Endpoint(const std::string& path);
 
-class BaseService {
+// What a server's lookup gives for a model name: its batcher, or the HTTP
+// status and message why not (404: not held here; 503: not loaded yet).
+struct Lookup {
+  std::shared_ptr<Batcher> batcher;
+  int status = 404;
+  std::string why;
+};
+
+class ModelService {
  public:
-  // `base()` returns the model, or nullptr while there is none (503 saying
-  // `missing`). Declares the metrics in `metrics`.
-  BaseService(Metrics& metrics, std::function<std::shared_ptr<Batcher>()> base,
-              std::string missing);
+  // `find(name)` for any name in a URL (validated by the caller's lookup).
+  // The server is ready when find("base") has a batcher. Declares the metrics
+  // in `metrics`.
+  ModelService(Metrics& metrics, std::function<Lookup(const std::string& name)> find);
   void AddRoutes(httplib::Server& server);
   // `o` with an on_batch that records batch sizes.
   BatchOptions Observed(BatchOptions o);
 
  private:
-  std::shared_ptr<Batcher> Require();
+  std::shared_ptr<Batcher> Require(const httplib::Request& req);
   Metrics& metrics_;
-  std::function<std::shared_ptr<Batcher>()> base_;
-  std::string missing_;
+  std::function<Lookup(const std::string&)> find_;
 };
 
 }  // namespace da::infer
