@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
+#include <atomic>
 #include <random>
+#include <thread>
 
 #include "common/error.h"
 #include "nn/onnx_export.h"
@@ -171,4 +173,32 @@ TEST(Engine, MutatedModelsNeverCrash) {
   }
   EXPECT_GT(refused, 0);
   std::printf("mutated models: %d loaded and ran, %d refused with a UserError\n", loaded, refused);
+}
+
+// Callers on several threads take turns: every answer equals the one-thread answer.
+TEST(Engine, ConcurrentCallersGetTheSameAnswers) {
+  torch::manual_seed(4);
+  nn::Net net(test::OddSpecs()[2]);
+  engine::Model m(nn::OnnxModelBytes(*net));
+  const int64_t pixels = m.channels() * m.height() * m.width();
+  std::vector<std::vector<float>> inputs, want;
+  for (int64_t n : {1, 3, 8, 1}) {
+    torch::Tensor x = torch::rand({n * pixels});
+    inputs.emplace_back(x.data_ptr<float>(), x.data_ptr<float>() + n * pixels);
+    want.emplace_back(static_cast<size_t>(n * m.classes()));
+    m.Run(inputs.back().data(), n, want.back().data());
+  }
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < inputs.size(); ++t)
+    threads.emplace_back([&, t] {
+      const int64_t n = int64_t(inputs[t].size()) / pixels;
+      std::vector<float> got(want[t].size());
+      for (int i = 0; i < 50; ++i) {
+        m.Run(inputs[t].data(), n, got.data());
+        wrong += got != want[t];
+      }
+    });
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong, 0);
 }
