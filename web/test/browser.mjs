@@ -178,6 +178,12 @@ try {
   const costs = JSON.parse(execFileSync('node', [new URL('../tools/visit.mjs', import.meta.url).pathname, edge, '--page-costs']).toString());
   check(costs.request_ms > 0 && costs.download_ms >= 0 && Math.max(costs.request_ms, costs.download_ms) < 1000 && costs.visits.length === 3,
         `visit.mjs --page-costs measures the page: ${costs.request_ms.toFixed(1)} ms per request, ${costs.download_ms.toFixed(1)} ms more per download`);
+  // Fallback bodies timed under emulation (fallback-time.mjs): binary is smaller.
+  const bodies = execFileSync('node', [new URL('../tools/fallback-time.mjs', import.meta.url).pathname, edge, '--networks', 'wifi', '--images', '2'])
+    .toString().trim().split('\n').map((l) => JSON.parse(l));
+  const [asJson, asBinary] = ['json', 'binary'].map((b) => bodies.find((r) => r.body === b));
+  check(asJson && asBinary && asBinary.bytes < asJson.bytes / 2 && asBinary.median_ms > 0 && asJson.median_ms > 0,
+        `fallback-time.mjs: binary bodies ${asBinary?.bytes} bytes against ${asJson?.bytes} as JSON`);
 
   // The edge stops: answers go on locally.
   server.kill('SIGTERM');
