@@ -75,6 +75,16 @@ expect_ok "tiny bench prune compares on network-bound contexts" "net  *accuracy"
   --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench" --limit 300 --short-steps 1 \
   --long-epochs 0 --val-images 100
 [[ -s "$tmp/bench/prune.svg" ]] || { echo "FAIL bench prune wrote no plot"; fails=$((fails + 1)); }
+expect_ok "tiny bench prune over two seeds, with intervals" "network-bound  *uniform .*n = 2" bench prune --base "$tmp/m" \
+  --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench2" --limit 300 --short-steps 1 \
+  --long-epochs 0 --val-images 100 --seeds 1,2 --reuse
+[[ -s "$tmp/bench2/prune-seeds.svg" && -s "$tmp/bench2/seed-2/uniform/family.json" ]] || { echo "FAIL bench prune --seeds wrote no plot or families"; fails=$((fails + 1)); }
+expect_ok "prune --reuse-only reads a current family" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" \
+  --standard "$tmp/ctx.json" --out "$tmp/repo" --limit 300 --short-steps 1 --long-epochs 0 --val-images 100 --reuse-only
+expect_error "prune --reuse-only refuses other inputs" "other inputs" prune --base "$tmp/m" --contexts "$tmp/ctx.json" \
+  --standard "$tmp/ctx.json" --out "$tmp/repo" --limit 300 --short-steps 2 --long-epochs 0 --val-images 100 --reuse-only
+expect_ok "prune with distillation" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" --standard "$tmp/ctx.json" \
+  --out "$tmp/repo-kd" --limit 300 --short-steps 1 --long-epochs 0.5 --val-images 100 --distill-weight 0.5
 start=$SECONDS
 expect_ok "tiny bench system, with a live run that stops by itself" "deepadapter-fit / edge-only" \
   bench system --family "$tmp/repo" --out "$tmp/sys" --users 30 --images 200 --live-seconds 1 --clients 16

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
 
 #include "common/error.h"
@@ -66,6 +67,35 @@ TEST(Train, SameSeedSameModel) {
   o.seed = 2;
   Net c = Seeded(TinyVgg(), 2);
   EXPECT_NE(Train(c, Data(), o)[0].loss, la[0].loss);
+}
+
+// Distillation with weight 1 learns the teacher's outputs, not the labels:
+// a teacher that always says "class 3" pulls a fresh student to answer 3.
+TEST(Train, DistillationLearnsTheTeachersOutputs) {
+  Net teacher = Seeded(TinyVgg(), 5);
+  {
+    torch::NoGradGuard g;
+    auto p = teacher->named_parameters();
+    p["cls.weight"].zero_();
+    p["cls.bias"].zero_();
+    p["cls.bias"][3] = 5;
+  }
+  TrainTensors data = ToTrainTensors(Data().train.First(2000));
+  Images val = Data().val.First(500);
+  TrainOptions o = Tiny();
+  o.lr = 0.05;
+  Net labels = Seeded(TinyVgg()), distilled = Seeded(TinyVgg());
+  FineTune(labels, data, 60, o);
+  FineTune(distilled, data, 60, o, {teacher.get(), 1.0, 2.0});
+  auto share3 = [&](Net& n) {
+    auto r = Evaluate(n, val, 10);
+    return double(std::count(r.predicted.begin(), r.predicted.end(), 3)) /
+           double(r.predicted.size());
+  };
+  EXPECT_GT(share3(distilled), 0.95);
+  EXPECT_LT(share3(labels), 0.5);
+  EXPECT_THROW(FineTune(distilled, data, 1, o, {teacher.get(), 1.5, 2.0}), da::UserError);
+  EXPECT_THROW(FineTune(distilled, data, 1, o, {teacher.get(), 0.5, 0.0}), da::UserError);
 }
 
 TEST(Train, BadOptionsAreUserErrors) {

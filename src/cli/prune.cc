@@ -24,7 +24,8 @@ struct PruneFlags {
   std::string profiles = SourcePath("profiles"), table = SourcePath("profiles/latency.json");
   std::string data, importance = "l1";
   prune::SearchOptions search;
-  bool reuse = false;
+  bool reuse = false, reuse_only = false;
+  std::vector<uint64_t> seeds;  // bench prune: one family per method and seed
 };
 
 void AddPruneOptions(CLI::App* cmd, PruneFlags& f) {
@@ -46,10 +47,10 @@ void AddPruneOptions(CLI::App* cmd, PruneFlags& f) {
 void AddSearchOptions(CLI::App* cmd, prune::SearchOptions& search, std::string& importance) {
   cmd->add_option("--importance", importance, "Channel importance: l1, bn, taylor")
       ->capture_default_str();
-  cmd->add_option("--step", search.step, "Objective cut per iteration (fraction of the current model's)")
+  cmd->add_option("--step", search.step,
+                  "Objective cut per iteration (fraction of the current model's)")
       ->capture_default_str();
-  cmd->add_option("--short-steps", search.short_steps,
-                  "Short-term fine-tune batches per candidate")
+  cmd->add_option("--short-steps", search.short_steps, "Short-term fine-tune batches per candidate")
       ->capture_default_str();
   cmd->add_option("--long-epochs", search.long_epochs, "Long-term fine-tune epochs per branch")
       ->capture_default_str();
@@ -61,6 +62,15 @@ void AddSearchOptions(CLI::App* cmd, prune::SearchOptions& search, std::string& 
   cmd->add_option("--accuracy-drop", search.accuracy_drop,
                   "Thresholds keep collaborative validation accuracy >= base - this")
       ->capture_default_str();
+  cmd->add_option("--distill-weight", search.distill_weight,
+                  "Long-term fine-tunes learn from the base's softened outputs with this weight "
+                  "(0: labels only)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--distill-temperature", search.distill_temperature,
+                  "Softening temperature of the base's outputs")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 100.0));
   cmd->add_option("--limit", search.train.limit,
                   "Fine-tune on the first N training images (0: all)")
       ->capture_default_str()
@@ -99,27 +109,119 @@ std::unique_ptr<Loaded> Load(PruneFlags& f) {
 
 double Num(const nlohmann::json& j, const char* k) { return j.at(k).get<double>(); }
 
-void BenchPrune(PruneFlags& f) {
-  auto l = Load(f);
-  using prune::Method;
-  std::map<Method, nlohmann::json> fam;
-  auto dir = [&](Method m) { return (fs::path(f.out) / prune::MethodName(m)).string(); };
-  fam[Method::kContextAware] = prune::BuildFamily(l->inputs, f.search, Method::kContextAware,
-                                                  dir(Method::kContextAware), f.reuse);
+using prune::Method;
+using Families = std::map<Method, nlohmann::json>;
+const Method kMethods[] = {Method::kContextAware, Method::kUniform, Method::kMacsOnly};
+
+// The three methods' families for `search` in DIR/<method>.
+Families BuildFamilies(const Loaded& l, const prune::SearchOptions& search, const fs::path& dir,
+                       bool reuse) {
+  Families fam;
+  auto at = [&](Method m) { return (dir / prune::MethodName(m)).string(); };
+  fam[Method::kContextAware] =
+      prune::BuildFamily(l.inputs, search, Method::kContextAware, at(Method::kContextAware), reuse);
   // The baselines get the fine-tuning budget context-aware spent on each context.
   std::vector<int64_t> steps;
   for (const auto& b : fam[Method::kContextAware]["branches"])
     steps.push_back(b["fine_tune_steps"]);
-  fam[Method::kUniform] = prune::BuildFamily(l->inputs, f.search, Method::kUniform,
-                                             dir(Method::kUniform), f.reuse, &steps);
+  fam[Method::kUniform] =
+      prune::BuildFamily(l.inputs, search, Method::kUniform, at(Method::kUniform), reuse, &steps);
   fam[Method::kMacsOnly] =
-      prune::BuildFamily(l->inputs, f.search, Method::kMacsOnly, dir(Method::kMacsOnly), f.reuse);
+      prune::BuildFamily(l.inputs, search, Method::kMacsOnly, at(Method::kMacsOnly), reuse);
+  return fam;
+}
+
+// The 97.5% quantile of Student's t with `df` degrees of freedom.
+double T975(int64_t df) {
+  static const double table[] = {12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306,
+                                 2.262,  2.228, 2.201, 2.179, 2.160, 2.145, 2.131};
+  if (df < 1) return INFINITY;
+  if (df <= 15) return table[df - 1];
+  const double z = 1.959964, d = static_cast<double>(df);  // Cornish-Fisher expansion
+  return z + (z * z * z + z) / (4 * d) +
+         (5 * std::pow(z, 5) + 16 * z * z * z + 3 * z) / (96 * d * d);
+}
+
+// Per context and method the mean test accuracy over seeds; context-aware's
+// paired differences to each baseline with 95% confidence intervals (paired
+// t-test over (context, seed) pairs), network- and compute-bound apart.
+void ReportSeeds(const Loaded& l, const PruneFlags& f, const std::vector<Families>& runs) {
+  const size_t nc = l.contexts.size(), ns = runs.size();
+  std::printf("\n%zu seeds: mean test accuracy (%%) over seeds\n", ns);
+  std::printf("%-16s %-8s %14s %10s %10s %10s %10s\n", "context", "bound", "context-aware",
+              "uniform", "macs-only", "ca - uni", "ca - macs");
+  std::vector<bool> net_bound(nc);
+  for (size_t i = 0; i < nc; ++i) {
+    const auto& bp = runs[0].at(Method::kContextAware)["base"]["predicted"].at(l.contexts[i].name);
+    net_bound[i] = Num(bp, "download_ms") > Num(bp, "compute_ms");
+    double mean[3] = {0, 0, 0};
+    for (int k = 0; k < 3; ++k)
+      for (const Families& r : runs)
+        mean[k] += 100 * Num(r.at(kMethods[k])["branches"][i], "test_accuracy") / double(ns);
+    std::printf("%-16s %-8s %14.2f %10.2f %10.2f %+10.2f %+10.2f\n", l.contexts[i].name.c_str(),
+                net_bound[i] ? "network" : "compute", mean[0], mean[1], mean[2], mean[0] - mean[1],
+                mean[0] - mean[2]);
+  }
+  std::printf(
+      "\ncontext-aware minus each baseline, points of test accuracy: mean and 95%% CI "
+      "(paired t-test over (context, seed) pairs)\n");
+  std::vector<Series> plot = {{"minus uniform", "#1f77b4", {}, {}},
+                              {"minus macs-only", "#2ca02c", {}, {}}};
+  bool goal = true;
+  for (int group = 0; group < 2; ++group) {  // 0: network-bound, 1: compute-bound
+    for (int k = 1; k < 3; ++k) {
+      std::vector<double> d;
+      for (size_t i = 0; i < nc; ++i)
+        if (net_bound[i] == (group == 0))
+          for (const Families& r : runs)
+            d.push_back(100 * (Num(r.at(Method::kContextAware)["branches"][i], "test_accuracy") -
+                               Num(r.at(kMethods[k])["branches"][i], "test_accuracy")));
+      if (d.empty()) continue;
+      const double n = double(d.size());
+      double mean = 0, var = 0;
+      for (double x : d) mean += x / n;
+      for (double x : d) var += (x - mean) * (x - mean) / std::max(1.0, n - 1);
+      const double half =
+          d.size() > 1 ? T975(int64_t(d.size()) - 1) * std::sqrt(var / n) : INFINITY;
+      std::printf("  %-14s %-10s %+6.2f  [%+.2f, %+.2f]  n = %zu\n",
+                  group == 0 ? "network-bound" : "compute-bound", k == 1 ? "uniform" : "macs-only",
+                  mean, mean - half, mean + half, d.size());
+      if (group == 0) goal = goal && mean - half > 0;
+      plot[size_t(k - 1)].x.push_back(group + (k == 1 ? -0.1 : 0.1));
+      plot[size_t(k - 1)].y.push_back(mean);
+      plot[size_t(k - 1)].err.push_back(half);
+    }
+  }
+  std::printf("goal: in network-bound contexts both intervals above zero (%s)\n",
+              goal ? "met" : "NOT met");
+  const std::string svg = (fs::path(f.out) / "prune-seeds.svg").string();
+  WriteFileAtomic(
+      svg, SvgPlot("Context-aware minus baselines, mean and 95% CI over (context, seed)",
+                   "0: network-bound contexts, 1: compute-bound", "test accuracy points", plot));
+  std::printf("plot: %s\n", svg.c_str());
+}
+
+void BenchPrune(PruneFlags& f) {
+  auto l = Load(f);
+  if (!f.seeds.empty()) {
+    std::vector<Families> runs;
+    for (uint64_t seed : f.seeds) {
+      prune::SearchOptions search = f.search;
+      search.train.seed = seed;
+      std::printf("seed %llu\n", (unsigned long long)seed);
+      runs.push_back(
+          BuildFamilies(*l, search, fs::path(f.out) / ("seed-" + std::to_string(seed)), f.reuse));
+    }
+    ReportSeeds(*l, f, runs);
+    return;
+  }
+  Families fam = BuildFamilies(*l, f.search, f.out, f.reuse);
 
   const auto& base = fam[Method::kContextAware]["base"];
   std::printf("base %s: test %.2f%%; contexts from %s\n", base["spec"].get<std::string>().c_str(),
               100 * Num(base, "test_accuracy"),
               (f.contexts.empty() ? f.standard : f.contexts).c_str());
-  const Method methods[] = {Method::kContextAware, Method::kUniform, Method::kMacsOnly};
+  const auto& methods = kMethods;
   std::map<Method, std::vector<double>> acc, ratio;
   std::map<Method, Series> series;
   const char* colors[] = {"#d62728", "#1f77b4", "#2ca02c"};
@@ -219,8 +321,16 @@ void AddPrune(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "prune", "Context-aware pruning: one branch model per context, from a trained base model");
   AddPruneOptions(cmd, *f);
+  cmd->add_flag("--reuse-only", f->reuse_only,
+                "Read the output if it was built from the same inputs, else fail (build nothing)");
   cmd->callback([f] {
     auto l = Load(*f);
+    if (f->reuse_only &&
+        !prune::FamilyIsCurrent(l->inputs, f->search, prune::Method::kContextAware, f->out))
+      throw UserError(f->out +
+                      ": missing or built from other inputs (base weights, contexts, "
+                      "search options, latency table or data)");
+    f->reuse = f->reuse || f->reuse_only;
     nlohmann::json family =
         prune::BuildFamily(l->inputs, f->search, prune::Method::kContextAware, f->out, f->reuse);
     std::printf("%s%s: %zu branch models, built in %s\n", prune::FamilyTable(family).c_str(),
@@ -267,6 +377,10 @@ void AddPruneBench(CLI::App& bench) {
       "prune",
       "Context-aware pruning vs uniform L1 and MACs-only pruning at the same predicted latency");
   AddPruneOptions(cmd, *f);
+  cmd->add_option("--seeds", f->seeds,
+                  "Several seeds: families in OUT/seed-N/ (kept with --reuse, so a long comparison "
+                  "can span runs), mean accuracy and paired 95% intervals")
+      ->delimiter(',');
   cmd->callback([f] { BenchPrune(*f); });
 }
 

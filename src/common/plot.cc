@@ -36,11 +36,12 @@ std::string SvgPlot(const std::string& title, const std::string& x_label,
                     const std::string& y_label, const std::vector<Series>& series) {
   const double W = 720, H = 460, L = 70, R = 180, T = 40, B = 55;
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+  auto err = [](const Series& s, size_t i) { return i < s.err.size() ? s.err[i] : 0.0; };
   for (const Series& s : series)
     for (size_t i = 0; i < s.x.size(); ++i)
-      if (std::isfinite(s.x[i]) && std::isfinite(s.y[i]))
-        x0 = std::min(x0, s.x[i]), x1 = std::max(x1, s.x[i]), y0 = std::min(y0, s.y[i]),
-        y1 = std::max(y1, s.y[i]);
+      if (std::isfinite(s.x[i]) && std::isfinite(s.y[i]) && std::isfinite(err(s, i)))
+        x0 = std::min(x0, s.x[i]), x1 = std::max(x1, s.x[i]), y0 = std::min(y0, s.y[i] - err(s, i)),
+        y1 = std::max(y1, s.y[i] + err(s, i));
   if (!std::isfinite(x0)) x0 = 0, x1 = 1, y0 = 0, y1 = 1;
   if (x1 - x0 < 1e-12) x0 -= 0.5, x1 += 0.5;
   if (y1 - y0 < 1e-12) y0 -= 0.5, y1 += 0.5;
@@ -91,6 +92,13 @@ std::string SvgPlot(const std::string& title, const std::string& x_label,
       o += "'/>\n";
     }
     for (size_t i = 0; i < s.x.size(); ++i) {
+      if (err(s, i) > 0 && std::isfinite(err(s, i))) {
+        std::snprintf(buf, sizeof buf,
+                      "<path d='M%.1f %.1fV%.1fM%.1f %.1fh10M%.1f %.1fh10' stroke='%s'/>\n",
+                      X(s.x[i]), Y(s.y[i] - err(s, i)), Y(s.y[i] + err(s, i)), X(s.x[i]) - 5,
+                      Y(s.y[i] - err(s, i)), X(s.x[i]) - 5, Y(s.y[i] + err(s, i)), s.color.c_str());
+        o += buf;
+      }
       std::snprintf(buf, sizeof buf, "<circle cx='%.1f' cy='%.1f' r='4' fill='%s'/>\n", X(s.x[i]),
                     Y(s.y[i]), s.color.c_str());
       o += buf;

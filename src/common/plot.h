@@ -8,7 +8,8 @@ namespace da {
 struct Series {
   std::string name, color;  // color: any SVG color
   std::vector<double> x, y;
-  bool lines = false;  // connect the points in order
+  bool lines = false;       // connect the points in order
+  std::vector<double> err;  // optional: error bars, y ± err[i]
 };
 
 // A scatter (or line) plot with axes, ticks, labels and a legend, as SVG text.

@@ -68,7 +68,8 @@ struct Step {
 // One SGD step on the batch `idx` of (xs, ys), augmented.
 Step TrainStep(Net& net, torch::optim::SGD& sgd, torch::nn::CrossEntropyLoss& ce,
                const torch::Tensor& xs, const torch::Tensor& ys, const torch::Tensor& idx,
-               const TrainOptions& opts, torch::Generator& gen, double lr) {
+               const TrainOptions& opts, torch::Generator& gen, double lr,
+               const Distill& distill = {}) {
   for (auto& group : sgd.param_groups()) group.options().set_lr(lr);
   auto x = Augment(xs.index_select(0, idx), opts.pad, opts.flip, gen)
                .contiguous(torch::MemoryFormat::ChannelsLast);
@@ -76,6 +77,16 @@ Step TrainStep(Net& net, torch::optim::SGD& sgd, torch::nn::CrossEntropyLoss& ce
   sgd.zero_grad();
   auto logits = net->forward(x);
   auto loss = ce(logits, y);
+  if (distill.teacher && distill.weight > 0) {
+    const double t = distill.temperature;
+    torch::Tensor soft;
+    {
+      torch::NoGradGuard g;
+      soft = torch::softmax(distill.teacher->forward(x) / t, 1);
+    }
+    auto kd = -(soft * torch::log_softmax(logits / t, 1)).sum(1).mean() * (t * t);
+    loss = (1 - distill.weight) * loss + distill.weight * kd;
+  }
   loss.backward();
   sgd.step();
   return {loss.item<double>(), logits.argmax(1).eq(y).sum().item<int64_t>()};
@@ -99,8 +110,17 @@ TrainTensors ToTrainTensors(const Images& images) {
   return {ToTensor(images), LabelsTensor(images)};
 }
 
-void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOptions& opts) {
+void Distill::Validate() const {
+  if (!(weight >= 0 && weight <= 1)) throw UserError("distillation weight must be in [0, 1]");
+  if (!(temperature > 0 && temperature <= 100))
+    throw UserError("distillation temperature must be in (0, 100]");
+}
+
+void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOptions& opts,
+              const Distill& distill) {
   opts.Validate();
+  distill.Validate();
+  if (distill.teacher) distill.teacher->eval();
   SetThreads(opts.threads);
   const int64_t n = data.x.size(0);
   if (n < 1 || steps < 1) return;
@@ -121,7 +141,7 @@ void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOpti
     }
     double lr = 0.5 * opts.lr * (1 + std::cos(std::numbers::pi * step / steps));
     auto idx = perm.narrow(0, b * opts.batch_size, std::min<int64_t>(opts.batch_size, n));
-    loss_sum += TrainStep(net, sgd, ce, data.x, data.y, idx, opts, gen, lr).loss;
+    loss_sum += TrainStep(net, sgd, ce, data.x, data.y, idx, opts, gen, lr, distill).loss;
     if (progress) {
       char extra[48];
       std::snprintf(extra, sizeof extra, "loss %.4f", loss_sum / (step + 1));

@@ -58,11 +58,23 @@ struct TrainTensors {
 };
 TrainTensors ToTrainTensors(const Images& images);
 
+// Knowledge distillation: the loss is (1 - weight) x the label loss + weight x
+// temperature^2 x the cross-entropy between the teacher's and the student's
+// outputs softened by `temperature` (Hinton et al. 2015), on the same
+// augmented batch. The teacher is not changed (eval mode, no gradients).
+struct Distill {
+  NetImpl* teacher = nullptr;  // nullptr: labels only
+  double weight = 0.5, temperature = 4;
+  void Validate() const;  // UserError for weight outside [0, 1] or temperature <= 0
+};
+
 // Fine-tunes `net` in place for exactly `steps` batches drawn from `data` with
 // the same optimizer and augmentation as Train (opts.epochs and limit unused),
-// the learning rate decaying from opts.lr to 0 on a cosine, no validation.
-// Prints a progress line unless opts.quiet.
-void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOptions& opts);
+// the learning rate decaying from opts.lr to 0 on a cosine, no validation;
+// learning from `distill`'s teacher too when it has one. Prints a progress
+// line unless opts.quiet.
+void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOptions& opts,
+              const Distill& distill = {});
 
 // Accuracy, mean cross-entropy and per-class accuracy of `net` (eval mode) on `images`.
 EvalResult Evaluate(Net& net, const Images& images, int classes, int batch_size = 500);

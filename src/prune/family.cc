@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <map>
 
 #include "common/error.h"
 #include "common/fs.h"
@@ -56,13 +57,13 @@ nlohmann::json ReadFamily(const std::string& repo) {
   }
 }
 
-nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Method method,
-                           const std::string& repo, bool reuse,
-                           const std::vector<int64_t>* matched_steps) {
-  const auto start = std::chrono::steady_clock::now();
-  nn::Net base = nn::LoadModelDir(in.base_dir);
+namespace {
+
+// The fingerprint of what a family is built from, recorded in family.json.
+nlohmann::json InputsJson(const FamilyInputs& in, const SearchOptions& opts, Method method,
+                          const nn::ModelSpec& base, const std::vector<int64_t>* matched_steps) {
   nlohmann::json inputs = {
-      {"base", base->spec().ToJson()},
+      {"base", base.ToJson()},
       {"base_weights", Sha256Hex(ReadFile((fs::path(in.base_dir) / nn::kWeightsFile).string()))},
       {"method", MethodName(method)},
       {"contexts", ContextsJson(in.contexts)},
@@ -72,6 +73,25 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
       {"data", in.data->dir},
       {"format", 2}};  // 2: metrics.json records reference_ms
   if (matched_steps) inputs["matched_steps"] = *matched_steps;
+  return inputs;
+}
+
+}  // namespace
+
+bool FamilyIsCurrent(const FamilyInputs& in, const SearchOptions& opts, Method method,
+                     const std::string& repo) {
+  if (!fs::exists(fs::path(repo) / kFamilyFile)) return false;
+  const nlohmann::json inputs =
+      InputsJson(in, opts, method, nn::LoadModelDir(in.base_dir)->spec(), nullptr);
+  return ReadFamily(repo).value("inputs", nlohmann::json()) == inputs;
+}
+
+nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Method method,
+                           const std::string& repo, bool reuse,
+                           const std::vector<int64_t>* matched_steps) {
+  const auto start = std::chrono::steady_clock::now();
+  nn::Net base = nn::LoadModelDir(in.base_dir);
+  const nlohmann::json inputs = InputsJson(in, opts, method, base->spec(), matched_steps);
   if (reuse && fs::exists(fs::path(repo) / kFamilyFile)) {
     nlohmann::json old = ReadFamily(repo);
     if (old.value("inputs", nlohmann::json()) == inputs) return old;
@@ -193,6 +213,34 @@ std::string FamilyTable(const nlohmann::json& family) {
       "(base, branch: predicted latency in the context; '!': best effort, budget not met; "
       "tau: confidence threshold; offl%: validation inputs it sends to the base model; first "
       "cuts: the units the search pruned first)\n";
+  // Per network-bound trajectory (the contexts of one device and network): the
+  // most accurate branch at <= 0.7x the base's predicted latency in its context.
+  const double base_test = base.at("test_accuracy").get<double>();
+  std::map<std::string, std::pair<double, std::string>> best;  // trajectory -> (test, branch)
+  const auto& contexts = family.at("inputs").at("contexts");
+  for (const auto& b : family.at("branches")) {
+    const std::string ctx = b.at("context");
+    if (!base.at("predicted").contains(ctx)) continue;
+    const auto& bp = base.at("predicted").at(ctx);
+    if (bp.at("download_ms").get<double>() <= bp.at("compute_ms").get<double>()) continue;
+    std::string key;
+    for (const auto& c : contexts)
+      if (c.at("name") == ctx)
+        key = c.at("device").get<std::string>() + "-" + c.at("network").get<std::string>();
+    auto& [acc, name] = best.try_emplace(key, -1.0, "").first->second;
+    if (b.at("latency_ms").get<double>() <= 0.7 * bp.at("latency_ms").get<double>() &&
+        b.at("test_accuracy").get<double>() > acc)
+      acc = b.at("test_accuracy").get<double>(), name = ctx;
+  }
+  for (const auto& [key, v] : best) {
+    std::snprintf(line, sizeof line,
+                  "network-bound trajectory %-12s best branch at <= 0.7x the base's latency: %s "
+                  "(%s test) against the base's %.2f%%: %s\n",
+                  key.c_str(), v.second.empty() ? "none" : v.second.c_str(),
+                  v.first < 0 ? "-" : (std::to_string(100 * v.first).substr(0, 5) + "%").c_str(),
+                  100 * base_test, v.first >= base_test ? "holds" : "does not hold");
+    out += line;
+  }
   return out;
 }
 

@@ -25,6 +25,11 @@ struct FamilyInputs {
   const nn::Dataset* data = nullptr;
 };
 
+// True when REPO/family.json records exactly these inputs (base weights, contexts,
+// search options, latency table, data): BuildFamily with `reuse` would read it.
+bool FamilyIsCurrent(const FamilyInputs& in, const SearchOptions& opts, Method method,
+                     const std::string& repo);
+
 // Builds (or, when `reuse` and REPO/family.json records the same inputs, reads)
 // the family of `method` into `repo`; returns family.json's content.
 // `matched_steps` as in Search (kUniform).

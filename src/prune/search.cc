@@ -25,21 +25,25 @@ void SearchOptions::Validate() const {
   if (!(min_width > 0 && min_width <= 1)) bad("min width must be in (0, 1]");
   if (max_iterations < 1) bad("max iterations must be >= 1");
   if (!(accuracy_drop >= 0 && accuracy_drop < 1)) bad("accuracy drop must be in [0, 1)");
+  nn::Distill{nullptr, distill_weight, distill_temperature}.Validate();
   train.Validate();
 }
 
 nlohmann::json SearchOptions::ToJson() const {
-  return {{"importance", ImportanceName(importance)},
-          {"step_of_current", step},
-          {"short_steps", short_steps},
-          {"val_images", val_images},
-          {"long_epochs", long_epochs},
-          {"short_lr", short_lr},
-          {"long_lr", long_lr},
-          {"min_width", min_width},
-          {"max_iterations", max_iterations},
-          {"accuracy_drop", accuracy_drop},
-          {"train", train.ToJson()}};
+  nlohmann::json j = {{"importance", ImportanceName(importance)},
+                      {"step_of_current", step},
+                      {"short_steps", short_steps},
+                      {"val_images", val_images},
+                      {"long_epochs", long_epochs},
+                      {"short_lr", short_lr},
+                      {"long_lr", long_lr},
+                      {"min_width", min_width},
+                      {"max_iterations", max_iterations},
+                      {"accuracy_drop", accuracy_drop},
+                      {"train", train.ToJson()}};
+  if (distill_weight > 0)  // absent when off: families built before still match
+    j["distill"] = {{"weight", distill_weight}, {"temperature", distill_temperature}};
+  return j;
 }
 
 std::string MethodName(Method m) {
@@ -235,7 +239,9 @@ class Searcher {
     nn::TrainOptions t = opts_.train;
     t.lr = opts_.long_lr;
     t.quiet = opts_.quiet;
-    nn::FineTune(b.net, train_, steps, t);
+    nn::FineTune(b.net, train_, steps, t,
+                 {opts_.distill_weight > 0 ? in_.base : nullptr, opts_.distill_weight,
+                  opts_.distill_temperature});
     b.steps += steps;
   }
 

@@ -11,10 +11,10 @@
 //
 // Each iteration asks for a cut of `step` x J(current model) (or less, if that
 // already meets the next budget on the trajectory: NetAdapt's decaying
-// resource-reduction schedule, so late cuts never gut a narrowed unit); for every unit it builds the
-// candidate that makes that cut by pruning that unit alone (least important
-// channels first), short-term fine-tunes it, and keeps the candidate with the
-// best accuracy on a validation subset. Branches are then long-term fine-tuned.
+// resource-reduction schedule, so late cuts never gut a narrowed unit); for every unit it builds
+// the candidate that makes that cut by pruning that unit alone (least important channels first),
+// short-term fine-tunes it, and keeps the candidate with the best accuracy on a validation subset.
+// Branches are then long-term fine-tuned.
 #include <functional>
 #include <string>
 #include <vector>
@@ -38,7 +38,11 @@ struct SearchOptions {
   double min_width = 1.0 / 16;  // no unit narrower than this fraction of its base width
   int max_iterations = 200;
   double accuracy_drop = 0.003;  // threshold rule: collaborative accuracy >= base - this
-  nn::TrainOptions train;        // batch size, momentum, weight decay, augmentation, seed, threads
+  // Long-term fine-tunes also learn from the base model's softened outputs
+  // (nn::Distill) when distill_weight > 0. Defaults chosen on validation
+  // (docs/RESULTS.md, issue #13).
+  double distill_weight = 0.9, distill_temperature = 4;
+  nn::TrainOptions train;  // batch size, momentum, weight decay, augmentation, seed, threads
   bool quiet = false;
   // Called after every search iteration with the trajectory's progress in
   // [0, 1]; an exception it throws abandons the search.
