@@ -251,6 +251,27 @@ TEST(Services, UnservableContextsBecomePruneRequestsThatAddABranch) {
   EXPECT_EQ(Get(*cloud, "/v1/prune-requests/" + added["id"].get<std::string>())["state"], "done");
 }
 
+// Endpoints that change state take a bearer token when one is set; the edge
+// sends the cloud's with the prune requests it forwards.
+TEST(Services, StateChangingEndpointsTakeTheToken) {
+  const std::string token = "test-token-0123456789";
+  auto cloud = StartCloud((Tmp() / "repo-token").string(), {"--token", token});
+  auto edge = StartEdge(cloud->url(), (Tmp() / "state-token").string(),
+                        {"--token", token, "--cloud-token", token});
+  ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+  const httplib::Headers auth = {{"Authorization", "Bearer " + token}};
+  Post(*edge, "/v1/cache/refresh", "{}", 401);
+  auto res = edge->Client().Post("/v1/cache/refresh", auth, "{}", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  const std::string ctx =
+      R"({"device": "low", "network": "3g", "budget_ms": 1, "inferences": 100})";
+  Post(*cloud, "/v1/prune-requests", ctx, 401);
+  Post(*edge, "/v1/match", ctx);  // nothing meets 1 ms on 3G: forwarded, with the token
+  EXPECT_TRUE(WaitFor(*edge, "/v1/stats",
+                      [](const json& s) { return s["prune_requests_forwarded"] == 1; }));
+}
+
 // Reliability §1: an outage must not shrink the cached set, under any policy,
 // and what the edge reports cached stays downloadable.
 

@@ -50,11 +50,24 @@ const fs::path& Family() {
   return fam;
 }
 
-std::unique_ptr<Server> StartCloud(const std::string& repo) {
-  return std::make_unique<Server>(
-      "cloud", std::vector<std::string>{"cloud", "--repo", repo, "--family", Family().string(),
-                                        "--port", "0", "--limit", "500", "--short-steps", "1",
-                                        "--long-epochs", "0", "--val-images", "100"});
+std::unique_ptr<Server> StartCloud(const std::string& repo, std::vector<std::string> extra) {
+  std::vector<std::string> args = {"cloud",
+                                   "--repo",
+                                   repo,
+                                   "--family",
+                                   Family().string(),
+                                   "--port",
+                                   "0",
+                                   "--limit",
+                                   "500",
+                                   "--short-steps",
+                                   "1",
+                                   "--long-epochs",
+                                   "0",
+                                   "--val-images",
+                                   "100"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return std::make_unique<Server>("cloud", args);
 }
 
 std::unique_ptr<Server> StartEdge(const std::string& cloud_url, const std::string& state,

@@ -85,7 +85,7 @@ class Server {
   int port_ = 0;
 };
 
-std::unique_ptr<Server> StartCloud(const std::string& repo);
+std::unique_ptr<Server> StartCloud(const std::string& repo, std::vector<std::string> extra = {});
 // An edge with short refresh intervals; `extra` flags override them.
 std::unique_ptr<Server> StartEdge(const std::string& cloud_url, const std::string& state,
                                   std::vector<std::string> extra = {});

@@ -32,6 +32,12 @@ void AddServerOptions(CLI::App* cmd, http::ServerOptions& s, int default_port) {
   cmd->add_option("--request-timeout", s.request_timeout_s,
                   "A request's head and body must arrive within this (s)")
       ->capture_default_str();
+  cmd->add_option("--token", s.token,
+                  "Bearer token for endpoints that change state (needed beyond loopback; "
+                  "or DEEPADAPTER_TOKEN)")
+      ->envname("DEEPADAPTER_TOKEN");
+  cmd->add_option("--cors-origin", s.cors_origins,
+                  "Origins whose pages may call this server (repeatable; * for any)");
 }
 
 void AddBatchOptions(CLI::App* cmd, infer::BatchOptions& b) {
@@ -88,6 +94,9 @@ void AddEdgeOptions(CLI::App* cmd, edge::EdgeConfig& c, bool standalone) {
   if (standalone) {
     cmd->add_option("--cloud", c.cloud_url, "The cloud's URL, e.g. http://127.0.0.1:8081")
         ->required();
+    cmd->add_option("--cloud-token", c.cloud_token,
+                    "The cloud's --token, sent with prune requests (or DEEPADAPTER_CLOUD_TOKEN)")
+        ->envname("DEEPADAPTER_CLOUD_TOKEN");
     cmd->add_option("--profiles", c.profiles_dir, "Device and network profiles directory")
         ->capture_default_str();
     AddBatchOptions(cmd, c.batching);
@@ -197,6 +206,8 @@ void AddServe(CLI::App& app) {
     cloud::Cloud c(cloud_flags.config);
     std::thread cloud_thread([&c] { c.Run(); });
     edge_flags.cloud_url = "http://127.0.0.1:" + std::to_string(c.port());
+    cloud_flags.config.server.token = edge_flags.server.token;  // one --token for both
+    edge_flags.cloud_token = edge_flags.server.token;
     std::unique_ptr<edge::Edge> e;
     try {
       e = std::make_unique<edge::Edge>(edge_flags);

@@ -213,6 +213,7 @@ struct Cloud::Impl {
     });
     model_service.AddRoutes(server);
     server.Post("/v1/prune-requests", [this](const Request& req, Response& res) {
+      http::RequireToken(req, cfg.server);
       nlohmann::json body = http::JsonBody(req);
       if (!body.contains("name")) body["name"] = "request";
       context::Context c = context::Context::FromJson(body, profiles);

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <set>
@@ -16,8 +17,32 @@
 
 namespace da::http {
 
+bool ServerOptions::Loopback() const {
+  return host == "localhost" || host == "::1" || host.starts_with("127.");
+}
+
+void RequireToken(const httplib::Request& req, const ServerOptions& o) {
+  if (o.token.empty()) {
+    if (!o.Loopback())
+      throw HttpError(403,
+                      "this endpoint changes state: the server needs --token to allow it "
+                      "beyond loopback");
+    return;
+  }
+  const std::string got = req.get_header_value("Authorization"), want = "Bearer " + o.token;
+  unsigned diff = got.size() != want.size();  // compared in constant time
+  for (size_t i = 0; i < want.size(); ++i)
+    diff |= unsigned(i < got.size() ? got[i] : 0) ^ unsigned(want[i]);
+  if (diff) throw HttpError(401, "this endpoint changes state: send Authorization: Bearer <token>");
+}
+
 void ServerOptions::Validate() const {
   if (host.empty()) throw UserError("bind address must not be empty");
+  if (!token.empty() && (token.size() < 16 || token.find_first_of(" \t\r\n") != std::string::npos))
+    throw UserError("the token must be at least 16 characters, without spaces");
+  for (const std::string& origin : cors_origins)
+    if (origin != "*" && !origin.starts_with("http://") && !origin.starts_with("https://"))
+      throw UserError("CORS origin '" + origin + "' is not * or http(s)://host[:port]");
   if (port < 0 || port > 65535) throw UserError("port must be in 0..65535");
   if (max_body_bytes < 1024) throw UserError("max body must be >= 1024 bytes");
   if (threads < 1 || threads > 1024) throw UserError("server threads must be in 1..1024");
@@ -255,8 +280,38 @@ void Configure(Server& server, const ServerOptions& o, Metrics& metrics,
   const int threads = o.threads;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server.set_payload_max_length(o.max_body_bytes);
+  // CORS: allowed origins get the headers; their preflights are answered here.
+  auto allowed = [origins = o.cors_origins](const httplib::Request& req) {
+    const std::string origin = req.get_header_value("Origin");
+    return !origin.empty() && std::any_of(origins.begin(), origins.end(),
+                                          [&](const auto& x) { return x == "*" || x == origin; });
+  };
+  auto cors = [allowed](const httplib::Request& req, httplib::Response& res) {
+    if (!allowed(req) || res.has_header("Access-Control-Allow-Origin")) return;
+    res.set_header("Access-Control-Allow-Origin", req.get_header_value("Origin"));
+    res.set_header("Vary", "Origin");
+    res.set_header("Access-Control-Expose-Headers", "ETag, Inference-Header-Content-Length");
+  };
+  server.set_pre_routing_handler([allowed, cors](const httplib::Request& req,
+                                                 httplib::Response& res) {
+    if (req.method != "OPTIONS" || !req.has_header("Origin"))
+      return httplib::Server::HandlerResponse::Unhandled;
+    if (!allowed(req)) {
+      Error(res, 403, "origin not allowed");
+      return httplib::Server::HandlerResponse::Handled;
+    }
+    cors(req, res);
+    res.set_header("Access-Control-Allow-Methods", "GET, POST");
+    res.set_header("Access-Control-Allow-Headers",
+                   "Content-Type, Authorization, Inference-Header-Content-Length, If-None-Match");
+    res.set_header("Access-Control-Max-Age", "600");
+    res.status = 204;
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  server.set_post_routing_handler(cors);
   server.set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      [cors](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+        cors(req, res);
         try {
           std::rethrow_exception(ep);
         } catch (const HttpError& e) {
@@ -270,7 +325,8 @@ void Configure(Server& server, const ServerOptions& o, Metrics& metrics,
           Error(res, 500, "internal error");
         }
       });
-  server.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+  server.set_error_handler([cors](const httplib::Request& req, httplib::Response& res) {
+    cors(req, res);
     if (!res.body.empty()) return;  // a handler already explained it
     if (current_guard && current_guard->too_large) res.status = 413;
     if (current_guard && current_guard->too_slow) res.status = 408;

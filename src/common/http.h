@@ -7,6 +7,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "common/metrics.h"
 
@@ -18,8 +19,19 @@ struct ServerOptions {
   size_t max_body_bytes = 8 << 20;
   int threads = 64;               // connections served at once
   double request_timeout_s = 20;  // a request's head and body must arrive within this
-  void Validate() const;          // UserError when out of range
+  // Endpoints that change state (RequireToken) want "Authorization: Bearer
+  // <token>" when a token is set; without one they serve loopback binds only.
+  std::string token;
+  // Pages of these origins may call the server from a browser (CORS; "*": any).
+  std::vector<std::string> cors_origins;
+  bool Loopback() const;  // host is 127.x.x.x, ::1 or localhost
+  void Validate() const;  // UserError when out of range
 };
+
+// For endpoints that change state: HttpError 401 when a token is set and the
+// request does not carry it, 403 when none is set and the server is bound
+// beyond loopback.
+void RequireToken(const httplib::Request& req, const ServerOptions& o);
 
 // cpp-httplib's server with the limits its 0.11 lacks, per request:
 //  - the head and body must arrive within `request_timeout_s` (a client
@@ -65,7 +77,8 @@ bool NotModified(const httplib::Request& req, httplib::Response& res, const std:
 void ServeImmutable(const httplib::Request& req, httplib::Response& res, const std::string& path,
                     const std::string& sha256, const std::string& content_type);
 
-// Applies `o` to `server`: body limit (413), timeouts, a thread pool, JSON
+// Applies `o` to `server`: body limit (413), timeouts, a thread pool, CORS
+// for o.cors_origins (preflights answered, other origins' preflights 403), JSON
 // errors for unknown routes and for exceptions (HttpError/UserError: their
 // status or 400; anything else: 500 "internal error", the detail only logged),
 // and counts requests in `metrics` ("http_requests_total" by endpoint and

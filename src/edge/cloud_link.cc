@@ -63,7 +63,9 @@ std::string CloudLink::Get(const std::string& path) {
 }
 
 int CloudLink::Post(const std::string& path, const std::string& body, std::string* answer) {
-  auto res = Client(o_, o_.read_timeout_s)->Post(path, body, "application/json");
+  httplib::Headers headers;
+  if (!o_.token.empty()) headers.emplace("Authorization", "Bearer " + o_.token);
+  auto res = Client(o_, o_.read_timeout_s)->Post(path, headers, body, "application/json");
   Mark(static_cast<bool>(res), Why(res));
   if (!res) return -1;
   if (answer) *answer = res->body;

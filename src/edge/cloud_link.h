@@ -13,7 +13,8 @@
 namespace da::edge {
 
 struct CloudLinkOptions {
-  std::string url;  // http://host:port
+  std::string url;    // http://host:port
+  std::string token;  // sent as a bearer token with POSTs when set
   double connect_timeout_s = 1;
   double read_timeout_s = 5;  // per read, not per transfer
   double heartbeat_s = 1;

@@ -71,7 +71,8 @@ Edge::Impl::Impl(const EdgeConfig& c)
     : cfg((c.Validate(), c)),
       profiles(context::Profiles::Load(c.profiles_dir)),
       store(c.state_dir),
-      cloud(CloudLinkOptions{.url = c.cloud_url, .heartbeat_s = c.heartbeat_s}),
+      cloud(CloudLinkOptions{
+          .url = c.cloud_url, .token = c.cloud_token, .heartbeat_s = c.heartbeat_s}),
       cache(ParsePolicy(c.policy), c.cache_bytes, c.half_life_s) {
   for (const std::string& p : store.problems()) spdlog::warn("edge state: {}", p);
   cache.LoadDemand(store.LoadDemand());
@@ -138,7 +139,8 @@ void Edge::Impl::Routes() {
   server.Post("/v1/match", [this](const Request& req, Response& res) {
     http::Json(res, MatchRequest(http::JsonBody(req)));
   });
-  server.Post("/v1/cache/refresh", [this](const Request&, Response& res) {
+  server.Post("/v1/cache/refresh", [this](const Request& req, Response& res) {
+    http::RequireToken(req, cfg.server);
     Sync(true);
     http::Json(res, Stats());
   });

@@ -30,6 +30,7 @@ namespace da::edge {
 struct EdgeConfig {
   http::ServerOptions server;
   std::string cloud_url;          // e.g. http://127.0.0.1:8081
+  std::string cloud_token;        // the cloud's token, sent with prune requests
   int64_t cache_bytes = 4 << 20;  // model cache capacity
   std::string state_dir;
   std::string policy = "utility";  // utility, lru, lfu
