@@ -172,6 +172,19 @@ class GuardedStream : public httplib::Stream {
   size_t off_ = 0, len_ = 0;
 };
 
+bool CorsAllowed(const ServerOptions& o, const httplib::Request& req) {
+  const std::string origin = req.get_header_value("Origin");
+  return !origin.empty() && std::any_of(o.cors_origins.begin(), o.cors_origins.end(),
+                                        [&](const auto& x) { return x == "*" || x == origin; });
+}
+
+void AddCors(const ServerOptions& o, const httplib::Request& req, httplib::Response& res) {
+  if (!CorsAllowed(o, req) || res.has_header("Access-Control-Allow-Origin")) return;
+  res.set_header("Access-Control-Allow-Origin", req.get_header_value("Origin"));
+  res.set_header("Vary", "Origin");
+  res.set_header("Access-Control-Expose-Headers", "ETag, Inference-Header-Content-Length");
+}
+
 }  // namespace
 
 Server::Server(const ServerOptions& o) : opts_(o) {
@@ -181,12 +194,26 @@ Server::Server(const ServerOptions& o) : opts_(o) {
   set_keep_alive_timeout(2);
   // Compressed bodies are refused before their body is read (the routing
   // handlers run after it); the connection is closed after the answer.
-  set_pre_routing_handler([](const httplib::Request& req, httplib::Response& res) {
+  // CORS preflights of allowed origins are answered here; others get 403.
+  set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     const std::string enc = req.get_header_value("Content-Encoding");
-    if (enc.empty() || enc == "identity") return HandlerResponse::Unhandled;
-    Error(res, 415, "compressed request bodies (Content-Encoding: " + enc + ") are not accepted");
-    res.set_header("Connection", "close");
-    if (current_guard) current_guard->close = true;
+    if (!enc.empty() && enc != "identity") {
+      Error(res, 415, "compressed request bodies (Content-Encoding: " + enc + ") are not accepted");
+      res.set_header("Connection", "close");
+      if (current_guard) current_guard->close = true;
+      return HandlerResponse::Handled;
+    }
+    if (req.method != "OPTIONS" || !req.has_header("Origin")) return HandlerResponse::Unhandled;
+    if (!CorsAllowed(opts_, req)) {
+      Error(res, 403, "origin not allowed");
+      return HandlerResponse::Handled;
+    }
+    AddCors(opts_, req, res);
+    res.set_header("Access-Control-Allow-Methods", "GET, POST");
+    res.set_header("Access-Control-Allow-Headers",
+                   "Content-Type, Authorization, Inference-Header-Content-Length, If-None-Match");
+    res.set_header("Access-Control-Max-Age", "600");
+    res.status = 204;
     return HandlerResponse::Handled;
   });
 }
@@ -280,34 +307,8 @@ void Configure(Server& server, const ServerOptions& o, Metrics& metrics,
   const int threads = o.threads;
   server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server.set_payload_max_length(o.max_body_bytes);
-  // CORS: allowed origins get the headers; their preflights are answered here.
-  auto allowed = [origins = o.cors_origins](const httplib::Request& req) {
-    const std::string origin = req.get_header_value("Origin");
-    return !origin.empty() && std::any_of(origins.begin(), origins.end(),
-                                          [&](const auto& x) { return x == "*" || x == origin; });
-  };
-  auto cors = [allowed](const httplib::Request& req, httplib::Response& res) {
-    if (!allowed(req) || res.has_header("Access-Control-Allow-Origin")) return;
-    res.set_header("Access-Control-Allow-Origin", req.get_header_value("Origin"));
-    res.set_header("Vary", "Origin");
-    res.set_header("Access-Control-Expose-Headers", "ETag, Inference-Header-Content-Length");
-  };
-  server.set_pre_routing_handler([allowed, cors](const httplib::Request& req,
-                                                 httplib::Response& res) {
-    if (req.method != "OPTIONS" || !req.has_header("Origin"))
-      return httplib::Server::HandlerResponse::Unhandled;
-    if (!allowed(req)) {
-      Error(res, 403, "origin not allowed");
-      return httplib::Server::HandlerResponse::Handled;
-    }
-    cors(req, res);
-    res.set_header("Access-Control-Allow-Methods", "GET, POST");
-    res.set_header("Access-Control-Allow-Headers",
-                   "Content-Type, Authorization, Inference-Header-Content-Length, If-None-Match");
-    res.set_header("Access-Control-Max-Age", "600");
-    res.status = 204;
-    return httplib::Server::HandlerResponse::Handled;
-  });
+  // CORS headers on every answer to an allowed origin (preflights: Server).
+  auto cors = [o](const httplib::Request& req, httplib::Response& res) { AddCors(o, req, res); };
   server.set_post_routing_handler(cors);
   server.set_exception_handler(
       [cors](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {

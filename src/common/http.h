@@ -43,7 +43,9 @@ void RequireToken(const httplib::Request& req, const ServerOptions& o);
 //    (chunked, no length): 413;
 //  - compressed request bodies (Content-Encoding) are refused (415): a small
 //    gzip body can decode to gigabytes, and browsers never send them;
-//  - Range headers are ignored: the full 200 answer is always sent.
+//  - Range headers are ignored: the full 200 answer is always sent;
+//  - CORS preflights (OPTIONS with an Origin) are answered for cors_origins
+//    (204 with the allowed methods and headers), 403 for other origins.
 class Server : public httplib::Server {
  public:
   explicit Server(const ServerOptions& o);
@@ -78,7 +80,7 @@ void ServeImmutable(const httplib::Request& req, httplib::Response& res, const s
                     const std::string& sha256, const std::string& content_type);
 
 // Applies `o` to `server`: body limit (413), timeouts, a thread pool, CORS
-// for o.cors_origins (preflights answered, other origins' preflights 403), JSON
+// headers on every answer to an origin in o.cors_origins, JSON
 // errors for unknown routes and for exceptions (HttpError/UserError: their
 // status or 400; anything else: 500 "internal error", the detail only logged),
 // and counts requests in `metrics` ("http_requests_total" by endpoint and
