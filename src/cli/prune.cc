@@ -330,9 +330,10 @@ void AddPrune(CLI::App& app) {
       throw UserError(f->out +
                       ": missing or built from other inputs (base weights, contexts, "
                       "search options, latency table or data)");
-    f->reuse = f->reuse || f->reuse_only;
     nlohmann::json family =
-        prune::BuildFamily(l->inputs, f->search, prune::Method::kContextAware, f->out, f->reuse);
+        f->reuse_only ? prune::ReadFamily(f->out)
+                      : prune::BuildFamily(l->inputs, f->search, prune::Method::kContextAware,
+                                           f->out, f->reuse);
     std::printf("%s%s: %zu branch models, built in %s\n", prune::FamilyTable(family).c_str(),
                 f->out.c_str(), family["branches"].size(),
                 Progress::FormatDuration(family["seconds"].get<double>()).c_str());

@@ -78,19 +78,18 @@ struct Cloud::Impl {
   // A model of the repository for the Open Inference Protocol routes.
   infer::Lookup Find(const std::string& name) {
     if (name == "base") return {base, 503, "the repository has no base model"};
-    if (!repo::ValidId(name) || !repo.Find(name))
-      return {nullptr, 404, "unknown model '" + name + "'"};
     std::lock_guard lock(models_mu);
-    auto& b = branches[name];
+    if (auto it = branches.find(name); it != branches.end()) return {it->second, 200, ""};
+    const auto path = repo::ValidId(name) ? repo.ArtifactPath(name, "onnx") : std::nullopt;
+    if (!path) return {nullptr, 404, "unknown model '" + name + "'"};
     try {
-      if (!b)
-        b = std::make_shared<infer::Batcher>(ReadFile(*repo.ArtifactPath(name, "onnx")),
-                                             model_service.Observed(cfg.batching));
+      auto b =
+          std::make_shared<infer::Batcher>(ReadFile(*path), model_service.Observed(cfg.batching));
+      branches[name] = b;
+      return {b, 200, ""};
     } catch (const UserError& e) {
-      branches.erase(name);
       return {nullptr, 500, "model '" + name + "' cannot be loaded: " + e.what()};
     }
-    return {b, 200, ""};
   }
   http::Server server{cfg.server};
   int port = 0;

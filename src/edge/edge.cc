@@ -253,8 +253,7 @@ infer::Lookup Edge::Impl::FindModel(const std::string& name) {
               "model '" + name + "' is not in this edge's cache; the cloud serves every model"};
     sha = d->second;
   }
-  ForgetUncached();
-  std::lock_guard lock(models_mu);
+  std::lock_guard lock(models_mu);  // (the worker drops batchers whose files left)
   auto& [have, batcher] = branches[name];
   if (!batcher || have != sha) {
     try {

@@ -23,6 +23,8 @@
 
 namespace da::engine {
 
+struct Graph;  // engine/graph.h
+
 class Model {
  public:
   // Parses and checks `onnx_bytes`. UserError on anything outside the set above.
@@ -44,8 +46,7 @@ class Model {
   // UserError for n outside [1, 4096].
   void Run(const float* images, int64_t n, float* logits);
 
-  struct Graph;
-  struct Plan;
+  struct Plan;  // primitives and buffers for one batch size
 
  private:
   std::unique_ptr<Graph> g_;

@@ -21,12 +21,17 @@ BatchOptions ModelService::Observed(BatchOptions o) {
 }
 
 // The model of a route's match: [1] the name, [2] the version (empty: none).
-std::shared_ptr<Batcher> ModelService::Require(const httplib::Request& req) {
+Lookup ModelService::Find(const httplib::Request& req) {
   const std::string name = req.matches[1], version = req.matches[2];
   if (!version.empty() && version != "1")
-    throw HttpError(404, "unknown version '" + version + "' of model '" + name +
-                             "': every model has version 1 only");
-  Lookup l = find_(name);
+    return {nullptr, 404,
+            "unknown version '" + version + "' of model '" + name +
+                "': every model has version 1 only"};
+  return find_(name);
+}
+
+std::shared_ptr<Batcher> ModelService::Require(const httplib::Request& req) {
+  Lookup l = Find(req);
   if (!l.batcher) throw HttpError(l.status, l.why);
   return l.batcher;
 }
@@ -59,14 +64,9 @@ void ModelService::AddRoutes(httplib::Server& server) {
   });
   const std::string model = R"(/v2/models/([^/]+)(?:/versions/([^/]+))?)";
   server.Get(model + "/ready", [this](const Request& req, Response& res) {
-    bool ok = true;
-    try {
-      Require(req);
-    } catch (const HttpError& e) {
-      if (e.status() != 503) throw;  // unknown: 404; known but not loaded: not ready
-      ok = false;
-    }
-    http::Json(res, {{"ready", ok}}, ok ? 200 : 503);
+    Lookup l = Find(req);  // unknown: 404; known but not loaded (503): not ready
+    if (!l.batcher && l.status != 503) throw HttpError(l.status, l.why);
+    http::Json(res, {{"ready", l.batcher != nullptr}}, l.batcher ? 200 : 503);
   });
   server.Get(model, [this](const Request& req, Response& res) {
     http::Json(res, ModelMetadata(req.matches[1], Require(req)->shape()));

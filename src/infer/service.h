@@ -37,6 +37,7 @@ class ModelService {
   BatchOptions Observed(BatchOptions o);
 
  private:
+  Lookup Find(const httplib::Request& req);
   std::shared_ptr<Batcher> Require(const httplib::Request& req);
   Metrics& metrics_;
   std::function<Lookup(const std::string&)> find_;

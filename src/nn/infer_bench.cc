@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -23,27 +24,22 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-// Batch-1 median latency and batch-`opts.batch` throughput of `model` on inputs
-// in `layout`.
-Timing MeasureTorch(Net& model, torch::MemoryFormat layout, const InferBenchOptions& opts) {
-  const ModelSpec& s = model->spec();
-  c10::InferenceMode guard;
+// Median latency of `run(1)` and throughput of `run(opts.batch)` (images/s).
+Timing Measure(const std::function<void(int64_t n)>& run, const InferBenchOptions& opts) {
   Timing t;
-  auto x1 = torch::rand({1, s.channels, s.height, s.width}).contiguous(layout);
-  for (int i = 0; i < 20; ++i) model->forward(x1);
+  for (int i = 0; i < 20; ++i) run(1);
   std::vector<double> times;
   for (int i = 0; i < opts.runs; ++i) {
     double t0 = Now();
-    model->forward(x1);
+    run(1);
     times.push_back(Now() - t0);
   }
   t.latency_ms = 1e3 * Median(times);
-  auto xb = torch::rand({opts.batch, s.channels, s.height, s.width}).contiguous(layout);
-  for (int i = 0; i < 3; ++i) model->forward(xb);
+  for (int i = 0; i < 3; ++i) run(opts.batch);
   int64_t images = 0;
   double t0 = Now(), t1 = t0;
   while (t1 - t0 < opts.seconds) {
-    model->forward(xb);
+    run(opts.batch);
     images += opts.batch;
     t1 = Now();
   }
@@ -51,30 +47,22 @@ Timing MeasureTorch(Net& model, torch::MemoryFormat layout, const InferBenchOpti
   return t;
 }
 
+// `model` on inputs in `layout`.
+Timing MeasureTorch(Net& model, torch::MemoryFormat layout, const InferBenchOptions& opts) {
+  const ModelSpec& s = model->spec();
+  c10::InferenceMode guard;
+  auto x1 = torch::rand({1, s.channels, s.height, s.width}).contiguous(layout);
+  auto xb = torch::rand({opts.batch, s.channels, s.height, s.width}).contiguous(layout);
+  return Measure([&](int64_t n) { model->forward(n == 1 ? x1 : xb); }, opts);
+}
+
 // The same measurement by the engine.
 Timing MeasureEngine(engine::Model& m, const InferBenchOptions& opts) {
   const int64_t pixels = m.channels() * m.height() * m.width();
   auto x1 = torch::rand({1, pixels}), xb = torch::rand({opts.batch, pixels});
   std::vector<float> y(static_cast<size_t>(opts.batch * m.classes()));
-  Timing t;
-  for (int i = 0; i < 20; ++i) m.Run(x1.data_ptr<float>(), 1, y.data());
-  std::vector<double> times;
-  for (int i = 0; i < opts.runs; ++i) {
-    double t0 = Now();
-    m.Run(x1.data_ptr<float>(), 1, y.data());
-    times.push_back(Now() - t0);
-  }
-  t.latency_ms = 1e3 * Median(times);
-  for (int i = 0; i < 3; ++i) m.Run(xb.data_ptr<float>(), opts.batch, y.data());
-  int64_t images = 0;
-  double t0 = Now(), t1 = t0;
-  while (t1 - t0 < opts.seconds) {
-    m.Run(xb.data_ptr<float>(), opts.batch, y.data());
-    images += opts.batch;
-    t1 = Now();
-  }
-  t.throughput = images / (t1 - t0);
-  return t;
+  return Measure([&](int64_t n) { m.Run((n == 1 ? x1 : xb).data_ptr<float>(), n, y.data()); },
+                 opts);
 }
 
 // The same measurement by onnxruntime-node on the exported model at `onnx`.

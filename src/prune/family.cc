@@ -233,12 +233,16 @@ std::string FamilyTable(const nlohmann::json& family) {
       acc = b.at("test_accuracy").get<double>(), name = ctx;
   }
   for (const auto& [key, v] : best) {
-    std::snprintf(line, sizeof line,
-                  "network-bound trajectory %-12s best branch at <= 0.7x the base's latency: %s "
-                  "(%s test) against the base's %.2f%%: %s\n",
-                  key.c_str(), v.second.empty() ? "none" : v.second.c_str(),
-                  v.first < 0 ? "-" : (std::to_string(100 * v.first).substr(0, 5) + "%").c_str(),
-                  100 * base_test, v.first >= base_test ? "holds" : "does not hold");
+    if (v.second.empty())
+      std::snprintf(line, sizeof line,
+                    "network-bound trajectory %-12s no branch at <= 0.7x the base's latency\n",
+                    key.c_str());
+    else
+      std::snprintf(line, sizeof line,
+                    "network-bound trajectory %-12s best branch at <= 0.7x the base's latency: %s "
+                    "(%.2f%% test) against the base's %.2f%%: %s\n",
+                    key.c_str(), v.second.c_str(), 100 * v.first, 100 * base_test,
+                    v.first >= base_test ? "holds" : "does not hold");
     out += line;
   }
   return out;

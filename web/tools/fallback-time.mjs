@@ -4,24 +4,12 @@
 // tensor extension (the SDK now). Prints a JSON line per preset and body:
 // mean request bytes and the median time from fetch to parsed answer.
 // usage: node fallback-time.mjs EDGE_URL [--networks 3g,4g] [--images N]
-import { chromium } from 'playwright-core';
-import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cli, launch } from './common.mjs';
 
-const fail = (msg) => {
-  console.error(`fallback-time: ${msg}`);
-  process.exit(2);
-};
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(name);
-  if (i < 0) return def;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
+const { args, fail, opt } = cli('fallback-time');
 const names = opt('--networks', '3g,4g').split(',');
 const images = Number(opt('--images', '10'));
 if (args.length !== 1 || !(images >= 1 && images <= 200)) fail('usage: node fallback-time.mjs EDGE_URL [--networks 3g,4g] [--images N (1..200)]');
@@ -30,12 +18,7 @@ const profiles = join(dirname(fileURLToPath(import.meta.url)), '../../profiles')
 const networks = JSON.parse(readFileSync(join(profiles, 'networks.json'), 'utf8')).networks;
 const chosen = names.map((n) => networks.find((x) => x.name === n) ?? fail(`no network preset '${n}'`));
 
-const profile = mkdtempSync(join(tmpdir(), 'da-fallback-'));
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-quic'],
-});
+const context = await launch();
 try {
   const page = context.pages()[0] ?? (await context.newPage());
   await page.goto(`${edge}/sdk/package.json`);
@@ -85,5 +68,4 @@ try {
   }
 } finally {
   await context.close();
-  rmSync(profile, { recursive: true, force: true });
 }

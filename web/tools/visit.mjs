@@ -11,26 +11,13 @@
 //     download (hash check, Cache Storage), unthrottled and without network
 //     emulation over loopback, where the network itself costs next to nothing:
 //     the figures of profiles/workload.json's "page" (medians of 3 visits).
-import { chromium } from 'playwright-core';
-import { readFileSync, writeFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cli, launch } from './common.mjs';
 
-const fail = (msg) => {
-  console.error(`visit: ${msg}`);
-  process.exit(2);
-};
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(name);
-  if (i < 0) return def;
-  const v = args[i + 1];
-  args.splice(i, 2);
-  return v;
-};
-const pageCosts = args.includes('--page-costs');
-if (pageCosts) args.splice(args.indexOf('--page-costs'), 1);
+const { args, fail, opt, flag } = cli('visit');
+const pageCosts = flag('--page-costs');
 const names = opt('--contexts', 'high-wifi-3,mid-4g-10,low-3g-30').split(',');
 const images = Number(opt('--images', '100'));
 const jsonOut = opt('--json', null);
@@ -38,20 +25,12 @@ if (args.length !== (pageCosts ? 1 : 2) || !(images >= 1 && images <= 1000))
   fail('usage: node visit.mjs EDGE_URL OUT_DIR [--contexts a,b,c] [--images N (1..1000)] [--json FILE] | EDGE_URL --page-costs');
 const [edge, out] = args;
 
-const launch = (profile) => chromium.launchPersistentContext(profile, {
-  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium', headless: true,
-  viewport: { width: 1280, height: 1100 },
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-         '--disable-component-update', '--disable-sync', '--disable-quic'],
-});
-
 if (pageCosts) {
   // Per request: the SDK's empty probe; per download: the SDK's path for a
   // model (fetch, SHA-256, Cache Storage) minus one request. Each a median.
   const visits = [];
   for (let i = 0; i < 3; i++) {
-    const profile = mkdtempSync(join(tmpdir(), 'da-visit-'));
-    const context = await launch(profile);
+    const context = await launch({ viewport: { width: 1280, height: 1100 } });
     try {
       const page = context.pages()[0] ?? (await context.newPage());
       await page.goto(`${edge}/sdk/package.json`);
@@ -74,7 +53,6 @@ if (pageCosts) {
       }));
     } finally {
       await context.close();
-      rmSync(profile, { recursive: true, force: true });
     }
   }
   const med = (k) => visits.map((v) => v[k]).sort((a, b) => a - b)[1];
@@ -99,8 +77,7 @@ for (const v of visits) {
   // (on disk: a fresh profile per visit), loaded here unthrottled; the models,
   // the measurements, the images and the edge's answers go through the
   // emulated network.
-  const profile = mkdtempSync(join(tmpdir(), 'da-visit-'));
-  const context = await launch(profile);
+  const context = await launch({ viewport: { width: 1280, height: 1100 } });
   try {
     const page = context.pages()[0] ?? (await context.newPage());
     const errors = [];
@@ -149,7 +126,6 @@ for (const v of visits) {
       `median latency ${r.allMs.toFixed(2)} ms (on the device ${r.deviceMs.toFixed(2)} ms, via the edge ${Number.isNaN(r.edgeMs) ? '-' : r.edgeMs.toFixed(0) + ' ms'})`);
   } finally {
     await context.close();
-    rmSync(profile, { recursive: true, force: true });
   }
 }
 console.log(`screenshots: ${out}/visit-*.png`);
