@@ -69,8 +69,11 @@ async function poll() {
       series.download.push((cur.downloads - last.downloads) / dt);
       series.infer.push((cur.infers - last.infers) / dt);
       for (const k in series) if (series[k].length > KEEP) series[k].shift();
-      hitChart.setData([series.t, series.hit]);
-      rpsChart.setData([series.t, series.match, series.download, series.infer]);
+      // At least the last minute: from one sample alone, uPlot's range spans years.
+      const x = { min: Math.min(series.t[0], now - 60), max: now };
+      hitChart.setData([series.t, series.hit], false);
+      rpsChart.setData([series.t, series.match, series.download, series.infer], false);
+      for (const c of [hitChart, rpsChart]) c.setScale('x', x);
     }
     last = { t: now, ...cur };
   } catch (e) {
