@@ -1,16 +1,21 @@
-// The inference engine (src/engine) against libtorch on both families, default
-// and odd widths, both input shapes, batch 1, 7 and 64; hostile model files.
-// (onnxruntime against the engine: Export.OnnxruntimeMatchesLibtorch.)
+// The inference engine (src/engine), both backends (oneDNN and portable),
+// against libtorch on both families, default and odd widths, both input
+// shapes, batch 1, 7 and 64; the portable backend against the oneDNN one;
+// hostile model files. (onnxruntime against the engine:
+// Export.OnnxruntimeMatchesLibtorch.)
 #include "engine/engine.h"
 
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
 #include <atomic>
+#include <cstring>
 #include <random>
 #include <thread>
+#include <type_traits>
 
 #include "common/error.h"
+#include "engine/portable.h"
 #include "nn/onnx_export.h"
 #include "test_util.h"
 
@@ -27,15 +32,27 @@ std::vector<nn::ModelSpec> AllSpecs() {
   return specs;
 }
 
+template <typename M>
+class Engine : public ::testing::Test {};
+using Backends = ::testing::Types<engine::Model, engine::PortableModel>;
+class BackendName {
+ public:
+  template <typename M>
+  static std::string GetName(int) {
+    return std::is_same_v<M, engine::Model> ? "OneDnn" : "Portable";
+  }
+};
+TYPED_TEST_SUITE(Engine, Backends, BackendName);
+
 }  // namespace
 
-TEST(Engine, MatchesLibtorchOnBothFamilies) {
+TYPED_TEST(Engine, MatchesLibtorchOnBothFamilies) {
   torch::manual_seed(3);
   for (const nn::ModelSpec& s : AllSpecs()) {
     nn::Net net(s);
     test::RandomizeBatchNorm(*net);
     net->eval();
-    engine::Model m(nn::OnnxModelBytes(*net));
+    TypeParam m(nn::OnnxModelBytes(*net));
     EXPECT_EQ(m.channels(), s.channels);
     EXPECT_EQ(m.height(), s.height);
     EXPECT_EQ(m.classes(), s.classes);
@@ -72,13 +89,13 @@ TEST(Engine, MatchesLibtorchOnBothFamilies) {
   }
 }
 
-TEST(Engine, HostileModelsGetClearErrors) {
+TYPED_TEST(Engine, HostileModelsGetClearErrors) {
   torch::manual_seed(1);
   nn::Net net(test::OddSpecs()[2]);  // a small resnet
   const std::string good = nn::OnnxModelBytes(*net);
   auto error = [](const std::string& bytes) -> std::string {
     try {
-      engine::Model m(bytes);
+      TypeParam m(bytes);
     } catch (const UserError& e) {
       return e.what();
     }
@@ -126,7 +143,7 @@ TEST(Engine, HostileModelsGetClearErrors) {
             }).find("float32"),
             std::string::npos);
   // Bad batch sizes are refused before anything runs.
-  engine::Model ok(good);
+  TypeParam ok(good);
   std::vector<float> x(static_cast<size_t>(ok.channels() * ok.height() * ok.width())), y(10);
   EXPECT_THROW(ok.Run(x.data(), 0, y.data()), UserError);
   EXPECT_THROW(ok.Run(x.data(), 1 << 20, y.data()), UserError);
@@ -134,7 +151,7 @@ TEST(Engine, HostileModelsGetClearErrors) {
 
 // Mutation fuzzing: random byte flips, truncations and splices of a valid
 // model either load (and then run) or give a UserError; never a crash.
-TEST(Engine, MutatedModelsNeverCrash) {
+TYPED_TEST(Engine, MutatedModelsNeverCrash) {
   torch::manual_seed(2);
   nn::Net net(test::OddSpecs()[0]);
   const std::string good = nn::OnnxModelBytes(*net);
@@ -162,7 +179,7 @@ TEST(Engine, MutatedModelsNeverCrash) {
       if (b.empty()) break;
     }
     try {
-      engine::Model m(b);
+      TypeParam m(b);
       std::vector<float> x(static_cast<size_t>(2 * m.channels() * m.height() * m.width()), 0.5f);
       std::vector<float> y(static_cast<size_t>(2 * m.classes()));
       m.Run(x.data(), 2, y.data());
@@ -176,10 +193,10 @@ TEST(Engine, MutatedModelsNeverCrash) {
 }
 
 // Callers on several threads take turns: every answer equals the one-thread answer.
-TEST(Engine, ConcurrentCallersGetTheSameAnswers) {
+TYPED_TEST(Engine, ConcurrentCallersGetTheSameAnswers) {
   torch::manual_seed(4);
   nn::Net net(test::OddSpecs()[2]);
-  engine::Model m(nn::OnnxModelBytes(*net));
+  TypeParam m(nn::OnnxModelBytes(*net));
   const int64_t pixels = m.channels() * m.height() * m.width();
   std::vector<std::vector<float>> inputs, want;
   for (int64_t n : {1, 3, 8, 1}) {
@@ -201,4 +218,66 @@ TEST(Engine, ConcurrentCallersGetTheSameAnswers) {
     });
   for (auto& t : threads) t.join();
   EXPECT_EQ(wrong, 0);
+}
+
+// The portable backend within 1e-4 of the oneDNN one, image by image.
+TEST(PortableEngine, MatchesOneDnn) {
+  torch::manual_seed(5);
+  for (const nn::ModelSpec& s : AllSpecs()) {
+    nn::Net net(s);
+    test::RandomizeBatchNorm(*net);
+    net->eval();
+    const std::string bytes = nn::OnnxModelBytes(*net);
+    engine::Model dnnl(bytes);
+    engine::PortableModel portable(bytes);
+    EXPECT_EQ(portable.Describe(), dnnl.Describe());
+    const int64_t n = 5;
+    torch::Tensor x = torch::rand({n, s.channels, s.height, s.width});
+    std::vector<float> a(size_t(n * s.classes)), b(a.size());
+    dnnl.Run(x.data_ptr<float>(), n, a.data());
+    portable.Run(x.data_ptr<float>(), n, b.data());
+    float max_diff = 0;
+    for (size_t i = 0; i < a.size(); ++i) max_diff = std::max(max_diff, std::abs(a[i] - b[i]));
+    EXPECT_LE(max_diff, 1e-4) << s.Summary();
+  }
+}
+
+// The engine's own protobuf reader sees what libprotobuf sees, on files
+// written with packed and unpacked repeated fields and unknown fields.
+TEST(OnnxReader, AgreesWithProtobuf) {
+  torch::manual_seed(6);
+  nn::Net net(test::OddSpecs()[2]);
+  onnx::ModelProto m;
+  ASSERT_TRUE(m.ParseFromString(nn::OnnxModelBytes(*net)));
+  // float_data instead of raw_data for one initializer, and a doc string the reader skips.
+  auto* t = m.mutable_graph()->mutable_initializer(0);
+  const std::string raw = t->raw_data();
+  t->clear_raw_data();
+  for (size_t i = 0; i < raw.size() / 4; ++i) {
+    float f;
+    std::memcpy(&f, raw.data() + 4 * i, 4);
+    t->add_float_data(f);
+  }
+  m.mutable_graph()->mutable_node(0)->set_doc_string("skipped");
+  m.set_producer_name("test");
+  std::string bytes;
+  m.SerializeToString(&bytes);
+  engine::Model a(nn::OnnxModelBytes(*net)), b(bytes);
+  engine::PortableModel c(bytes);
+  std::vector<float> x(size_t(a.channels() * a.height() * a.width()), 0.25f);
+  std::vector<float> ya(size_t(a.classes())), yb(ya.size()), yc(ya.size());
+  a.Run(x.data(), 1, ya.data());
+  b.Run(x.data(), 1, yb.data());
+  c.Run(x.data(), 1, yc.data());
+  EXPECT_EQ(ya, yb);
+  for (size_t i = 0; i < ya.size(); ++i) EXPECT_NEAR(ya[i], yc[i], 1e-4);
+  // Wire-level garbage: a group (wire type 3), an over-long varint.
+  for (const std::string& bad : {std::string("\x0b", 1), std::string(11, '\xff')}) {
+    try {
+      engine::PortableModel m(bad);
+      ADD_FAILURE() << "accepted";
+    } catch (const UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("not a valid ONNX protobuf"), std::string::npos);
+    }
+  }
 }

@@ -10,6 +10,7 @@
 
 #include "common/fs.h"
 #include "engine/engine.h"
+#include "engine/portable.h"
 #include "nn/dataset.h"
 #include "nn/onnx_export.h"
 #include "test_util.h"
@@ -58,6 +59,9 @@ TEST(Export, OnnxruntimeMatchesLibtorch) {
     torch::Tensor mine = torch::empty_like(logits);
     engine.Run(x.contiguous().data_ptr<float>(), 100, mine.data_ptr<float>());
     WriteFloats(dir / (name + ".engine"), mine);
+    da::engine::PortableModel portable(da::ReadFile((dir / (name + ".onnx")).string()));
+    portable.Run(x.contiguous().data_ptr<float>(), 100, mine.data_ptr<float>());
+    WriteFloats(dir / (name + ".portable"), mine);
     cases.push_back({{"name", name},
                      {"summary", s.Summary()},
                      {"shape", {100, s.channels, s.height, s.width}},

@@ -1,13 +1,12 @@
 #include "engine/graph.h"
 
-#include <onnx/onnx_pb.h>
-
 #include <algorithm>
 #include <cstring>
 #include <set>
 #include <unordered_map>
 
 #include "common/error.h"
+#include "engine/onnx_reader.h"
 
 namespace da::engine {
 
@@ -47,36 +46,33 @@ const char* KindName(Op::Kind k) {
 }
 
 // The float32 data of an initializer, checked against its declared dims.
-std::vector<float> FloatData(const onnx::TensorProto& t, const std::string& node) {
-  const std::string what = "initializer '" + t.name() + "'";
-  if (t.data_type() != onnx::TensorProto::FLOAT) Fail(node, what + " is not float32");
-  if (t.has_data_location() && t.data_location() != onnx::TensorProto::DEFAULT)
-    Fail(node, what + " is stored outside the file");
+std::vector<float> FloatData(const onnx::Tensor& t, const std::string& node) {
+  const std::string what = "initializer '" + t.name + "'";
+  if (t.data_type != onnx::kFloat) Fail(node, what + " is not float32");
+  if (t.data_location != 0) Fail(node, what + " is stored outside the file");
   int64_t n = 1;
-  for (int64_t d : t.dims()) {
+  for (int64_t d : t.dims) {
     if (d < 1 || d > kMaxElements) Fail(node, what + ": dimension " + std::to_string(d));
     n *= d;
     if (n > kMaxElements)
       Fail(node, what + ": more than " + std::to_string(kMaxElements) + " values");
   }
   std::vector<float> v(static_cast<size_t>(n));
-  if (t.has_raw_data()) {
-    if (t.raw_data().size() != v.size() * sizeof(float))
-      Fail(node, what + ": " + std::to_string(t.raw_data().size()) + " bytes of data for " +
+  if (t.has_raw) {
+    if (t.raw.size() != v.size() * sizeof(float))
+      Fail(node, what + ": " + std::to_string(t.raw.size()) + " bytes of data for " +
                      std::to_string(n) + " floats");
-    std::memcpy(v.data(), t.raw_data().data(), t.raw_data().size());
+    std::memcpy(v.data(), t.raw.data(), t.raw.size());
   } else {
-    if (t.float_data_size() != n)
+    if (int64_t(t.floats.size()) != n)
       Fail(node,
-           what + ": " + std::to_string(t.float_data_size()) + " values for " + std::to_string(n));
-    std::copy(t.float_data().begin(), t.float_data().end(), v.begin());
+           what + ": " + std::to_string(t.floats.size()) + " values for " + std::to_string(n));
+    v = t.floats;
   }
   return v;
 }
 
-std::vector<int64_t> InitDims(const onnx::TensorProto& t) {
-  return std::vector<int64_t>(t.dims().begin(), t.dims().end());
-}
+const std::vector<int64_t>& InitDims(const onnx::Tensor& t) { return t.dims; }
 
 }  // namespace
 
@@ -84,50 +80,48 @@ Graph Parse(const std::string& bytes) {
   if (bytes.size() > kMaxFileBytes)
     throw UserError("ONNX model: " + std::to_string(bytes.size()) + " bytes; at most " +
                     std::to_string(kMaxFileBytes));
-  onnx::ModelProto m;
-  if (!m.ParseFromString(bytes)) throw UserError("ONNX model: not a valid ONNX protobuf");
+  const onnx::Model m = onnx::Read(bytes);
   int64_t opset = -1;
-  for (const auto& o : m.opset_import())
-    if (o.domain().empty() || o.domain() == "ai.onnx") opset = o.version();
+  for (const auto& [domain, version] : m.opsets)
+    if (domain.empty() || domain == "ai.onnx") opset = version;
   if (opset < 11 || opset > 21)
     throw UserError("ONNX model: opset " + std::to_string(opset) + "; the engine reads 11 to 21");
-  const auto& g = m.graph();
+  const auto& g = m.graph;
 
-  std::unordered_map<std::string, const onnx::TensorProto*> init;
-  for (const auto& t : g.initializer()) init[t.name()] = &t;
+  std::unordered_map<std::string, const onnx::Tensor*> init;
+  for (const auto& t : g.initializers) init[t.name] = &t;
 
   Graph out;
   std::unordered_map<std::string, int> tensor;  // name -> id
   // The input: the one graph input that is not an initializer.
-  for (const auto& in : g.input()) {
-    if (init.count(in.name())) continue;
+  for (const auto& in : g.inputs) {
+    if (init.count(in.name)) continue;
     if (!out.tensors.empty()) throw UserError("ONNX model: more than one input");
-    const auto& tt = in.type().tensor_type();
-    if (!in.type().has_tensor_type() || tt.elem_type() != onnx::TensorProto::FLOAT)
-      throw UserError("ONNX model: input '" + in.name() + "' is not a float32 tensor");
-    if (tt.shape().dim_size() != 4)
-      throw UserError("ONNX model: input '" + in.name() + "' is not [N, C, H, W]");
+    if (!in.has_tensor_type || in.elem_type != onnx::kFloat)
+      throw UserError("ONNX model: input '" + in.name + "' is not a float32 tensor");
+    if (in.dims.size() != 4)
+      throw UserError("ONNX model: input '" + in.name + "' is not [N, C, H, W]");
     std::vector<int64_t> dims;
-    for (int i = 1; i < 4; ++i) {
-      const auto& d = tt.shape().dim(i);
-      if (!d.has_dim_value() || d.dim_value() < 1 || d.dim_value() > kMaxDim)
-        throw UserError("ONNX model: input '" + in.name() + "' dimension " + std::to_string(i) +
+    for (size_t i = 1; i < 4; ++i) {
+      const auto& d = in.dims[i];
+      if (!d.has_value || d.value < 1 || d.value > kMaxDim)
+        throw UserError("ONNX model: input '" + in.name + "' dimension " + std::to_string(i) +
                         " is not a size in [1, " + std::to_string(kMaxDim) + "]");
-      dims.push_back(d.dim_value());
+      dims.push_back(d.value);
     }
     if (Elements(dims) > kMaxElements)
       throw UserError("ONNX model: input of " + Dims(dims) + " is too large");
-    tensor[in.name()] = 0;
+    tensor[in.name] = 0;
     out.tensors.push_back(dims);
   }
   if (out.tensors.empty()) throw UserError("ONNX model: no input");
-  if (g.output_size() != 1) throw UserError("ONNX model: not exactly one output");
+  if (g.outputs.size() != 1) throw UserError("ONNX model: not exactly one output");
 
-  for (int i = 0; i < g.node_size(); ++i) {
-    const onnx::NodeProto& n = g.node(i);
+  for (size_t i = 0; i < g.nodes.size(); ++i) {
+    const onnx::Node& n = g.nodes[i];
     const std::string name =
-        "'" + (n.name().empty() ? "#" + std::to_string(i) : n.name()) + "' (" + n.op_type() + ")";
-    if (!n.domain().empty() && n.domain() != "ai.onnx") Fail(name, "domain '" + n.domain() + "'");
+        "'" + (n.name.empty() ? "#" + std::to_string(i) : n.name) + "' (" + n.op_type + ")";
+    if (!n.domain.empty() && n.domain != "ai.onnx") Fail(name, "domain '" + n.domain + "'");
     Op op;
     op.name = name;
     static const std::unordered_map<std::string, Op::Kind> kinds = {
@@ -138,37 +132,38 @@ Graph Parse(const std::string& bytes) {
         {"Gemm", Op::kGemm},
         {"Add", Op::kAdd},
         {"Relu", Op::kRelu}};
-    auto k = kinds.find(n.op_type());
-    if (k == kinds.end()) Fail(name, "operator '" + n.op_type() + "' is not supported");
+    auto k = kinds.find(n.op_type);
+    if (k == kinds.end()) Fail(name, "operator '" + n.op_type + "' is not supported");
     op.kind = k->second;
-    if (n.output_size() != 1 || n.output(0).empty()) Fail(name, "not exactly one output");
-    if (tensor.count(n.output(0)) || init.count(n.output(0)))
-      Fail(name, "output '" + n.output(0) + "' is defined twice");
+    if (n.outputs.size() != 1 || n.outputs[0].empty()) Fail(name, "not exactly one output");
+    if (tensor.count(n.outputs[0]) || init.count(n.outputs[0]))
+      Fail(name, "output '" + n.outputs[0] + "' is defined twice");
+    const int inputs = static_cast<int>(n.inputs.size());
     // Inputs: tensors computed before, or initializers where weights go.
     auto input = [&](int k) -> int {
-      if (k >= n.input_size() || n.input(k).empty())
+      if (k >= inputs || n.inputs[size_t(k)].empty())
         Fail(name, "input " + std::to_string(k) + " is missing");
-      auto it = tensor.find(n.input(k));
+      auto it = tensor.find(n.inputs[size_t(k)]);
       if (it == tensor.end())
-        Fail(name, "input '" + n.input(k) + "' is not computed before this node");
+        Fail(name, "input '" + n.inputs[size_t(k)] + "' is not computed before this node");
       return it->second;
     };
-    auto weight = [&](int k) -> const onnx::TensorProto& {
-      if (k >= n.input_size()) Fail(name, "input " + std::to_string(k) + " is missing");
-      auto it = init.find(n.input(k));
-      if (it == init.end()) Fail(name, "input '" + n.input(k) + "' is not an initializer");
+    auto weight = [&](int k) -> const onnx::Tensor& {
+      if (k >= inputs) Fail(name, "input " + std::to_string(k) + " is missing");
+      auto it = init.find(n.inputs[size_t(k)]);
+      if (it == init.end())
+        Fail(name, "input '" + n.inputs[size_t(k)] + "' is not an initializer");
       return *it->second;
     };
     // Attributes: only those we know, with the values we support.
-    std::unordered_map<std::string, const onnx::AttributeProto*> attr;
-    for (const auto& a : n.attribute()) attr[a.name()] = &a;
+    std::unordered_map<std::string, const onnx::Attribute*> attr;
+    for (const auto& a : n.attributes) attr[a.name] = &a;
     auto ints = [&](const std::string& a, std::vector<int64_t> def, size_t count) {
       auto it = attr.find(a);
       if (it == attr.end()) return def;
-      if (it->second->type() != onnx::AttributeProto::INTS ||
-          size_t(it->second->ints_size()) != count)
+      if (it->second->type != onnx::kAttrInts || it->second->ints.size() != count)
         Fail(name, "attribute " + a + " is not " + std::to_string(count) + " integers");
-      std::vector<int64_t> v(it->second->ints().begin(), it->second->ints().end());
+      const std::vector<int64_t>& v = it->second->ints;
       for (int64_t x : v)
         if (x < 0 || x > kMaxDim) Fail(name, "attribute " + a + " has value " + std::to_string(x));
       return v;
@@ -176,16 +171,15 @@ Graph Parse(const std::string& bytes) {
     auto one = [&](const std::string& a, int64_t def) {
       auto it = attr.find(a);
       if (it == attr.end()) return def;
-      if (it->second->type() != onnx::AttributeProto::INT)
-        Fail(name, "attribute " + a + " is not an integer");
-      return int64_t(it->second->i());
+      if (it->second->type != onnx::kAttrInt) Fail(name, "attribute " + a + " is not an integer");
+      return it->second->i;
     };
     auto allow = [&](std::set<std::string> known) {
       for (const auto& [a, p] : attr)
         if (!known.count(a)) Fail(name, "attribute " + a + " is not supported");
       if (attr.count("auto_pad")) {
         const auto* p = attr["auto_pad"];
-        if (p->type() != onnx::AttributeProto::STRING || p->s() != "NOTSET")
+        if (p->type != onnx::kAttrString || p->s != "NOTSET")
           Fail(name, "auto_pad other than NOTSET is not supported");
       }
     };
@@ -221,7 +215,7 @@ Graph Parse(const std::string& bytes) {
         op.oc = wd[0];
         op.w = FloatData(wt, name);
         const auto hw = window(in, wd[2], wd[3]);
-        if (n.input_size() > 2 && !n.input(2).empty()) {
+        if (inputs > 2 && !n.inputs[2].empty()) {
           const auto& bt = weight(2);
           if (InitDims(bt) != std::vector<int64_t>{op.oc})
             Fail(name, "bias " + Dims(InitDims(bt)) + " is not [" + std::to_string(op.oc) + "]");
@@ -264,7 +258,7 @@ Graph Parse(const std::string& bytes) {
         allow({"alpha", "beta", "transA", "transB"});
         for (const char* a : {"alpha", "beta"})
           if (attr.count(a) &&
-              (attr[a]->type() != onnx::AttributeProto::FLOAT || attr[a]->f() != 1.0f))
+              (attr[a]->type != onnx::kAttrFloat || attr[a]->f != 1.0f))
             Fail(name, std::string(a) + " other than 1 is not supported");
         if (one("transA", 0) != 0) Fail(name, "transA is not supported");
         const int64_t trans = one("transB", 0);
@@ -285,7 +279,7 @@ Graph Parse(const std::string& bytes) {
               t[size_t(o * in[0] + k)] = op.w[size_t(k * op.oc + o)];
           op.w.swap(t);
         }
-        if (n.input_size() > 2 && !n.input(2).empty()) {
+        if (inputs > 2 && !n.inputs[2].empty()) {
           const auto& bt = weight(2);
           const auto bd = InitDims(bt);
           if (bd != std::vector<int64_t>{op.oc} && bd != std::vector<int64_t>{1, op.oc})
@@ -314,13 +308,13 @@ Graph Parse(const std::string& bytes) {
       if (d < 1 || d > kMaxElements) Fail(name, "output " + Dims(od) + " is out of range");
     if (Elements(od) > kMaxElements) Fail(name, "output " + Dims(od) + " is too large");
     op.out = static_cast<int>(out.tensors.size());
-    tensor[n.output(0)] = op.out;
+    tensor[n.outputs[0]] = op.out;
     out.tensors.push_back(od);
     out.ops.push_back(std::move(op));
   }
-  auto it = tensor.find(g.output(0).name());
+  auto it = tensor.find(g.outputs[0].name);
   if (it == tensor.end())
-    throw UserError("ONNX model: output '" + g.output(0).name() + "' is not computed");
+    throw UserError("ONNX model: output '" + g.outputs[0].name + "' is not computed");
   out.output = it->second;
   if (out.tensors[size_t(out.output)].size() != 1)
     throw UserError("ONNX model: output " + Dims(out.tensors[size_t(out.output)]) +
