@@ -1,18 +1,67 @@
 #pragma once
-// Files under directories served at URL prefixes: MIME type by extension,
-// ETag = the content's sha256 (304 on If-None-Match), Cache-Control
-// `no-cache` (revalidate each time: the paths are not content-hashed). Paths
-// that leave the directory are 404. Text is compressed by the server when the
-// client accepts it.
+// Files and models for browsers, precompressed: each body is kept with its
+// brotli and gzip forms (made once, on first request), and a request gets the
+// smallest its Accept-Encoding allows (Vary: Accept-Encoding). ETag = the
+// sha256 of the uncompressed content (304 on If-None-Match). Cache-Control:
+// `immutable` for a year when the URL names the content (`?v=` + the first 16
+// hex digits of its sha256, as VersionedUrl writes it), `no-cache` otherwise
+// (revalidate: a 304 costs no body).
 #include <httplib.h>
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <vector>
 
 namespace da::http {
+
+// A body with its compressed forms (empty when compression does not shrink it).
+struct Asset {
+  std::string identity, gzip, br, sha256, type;
+};
+
+// Compresses `content` (gzip level 9; brotli quality 11, 9 past 1 MB).
+std::shared_ptr<const Asset> MakeAsset(std::string content, std::string type);
+
+// Answers `req` with `a` as above.
+void ServeAsset(const httplib::Request& req, httplib::Response& res,
+                std::shared_ptr<const Asset> a);
+
+// Whether the request's ?v= names the content with hash `sha256`.
+bool Immutable(const httplib::Request& req, const std::string& sha256);
+
+// `path` + "?v=" + the first 16 hex digits of `sha256`.
+std::string VersionedUrl(const std::string& path, const std::string& sha256);
+
+// Assets by key, made once per version (a file's mtime, a model's sha256);
+// at most `max_bytes` of bodies kept, the least recently used dropped first.
+class AssetCache {
+ public:
+  explicit AssetCache(int64_t max_bytes = 256 << 20) : max_bytes_(max_bytes) {}
+  // The asset for (key, version): cached, or made from `load()` outside the lock.
+  template <typename Load>
+  std::shared_ptr<const Asset> Get(const std::string& key, const std::string& version,
+                                   const std::string& type, Load load) {
+    if (auto a = Find(key, version)) return a;
+    auto a = MakeAsset(load(), type);
+    Put(key, version, a);
+    return a;
+  }
+
+ private:
+  std::shared_ptr<const Asset> Find(const std::string& key, const std::string& version);
+  void Put(const std::string& key, const std::string& version, std::shared_ptr<const Asset> a);
+  struct Entry {
+    std::string version;
+    std::shared_ptr<const Asset> asset;
+    uint64_t used = 0;
+  };
+  int64_t max_bytes_, bytes_ = 0;
+  uint64_t clock_ = 0;
+  std::mutex mu_;
+  std::map<std::string, Entry> entries_;
+};
 
 class StaticFiles {
  public:
@@ -21,17 +70,17 @@ class StaticFiles {
   // Serves one file at an exact path.
   void Alias(const std::string& path, const std::string& file);
   void AddRoutes(httplib::Server& server);
+  // The URL of the file served at `path` with its content's version (for
+  // immutable caching); `path` unchanged when no such file exists.
+  std::string Versioned(const std::string& path);
 
  private:
+  std::string FileOf(const std::string& path) const;  // "" when none
+  std::shared_ptr<const Asset> Load(const std::string& file);
   void Serve(const httplib::Request& req, httplib::Response& res, const std::string& file);
-  struct Cached {
-    std::string content, sha256;
-    int64_t mtime = 0;
-  };
   std::map<std::string, std::string> mounts_;  // prefix -> dir
   std::map<std::string, std::string> aliases_;
-  std::mutex mu_;
-  std::map<std::string, std::shared_ptr<const Cached>> cache_;  // path -> content
+  AssetCache cache_;
 };
 
 std::string MimeType(const std::string& path);

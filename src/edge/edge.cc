@@ -56,7 +56,7 @@ std::string Base64(const std::vector<uint8_t>& in) {
 // A metrics label per route (not per path: scanners must not grow the metrics).
 std::string Endpoint(const std::string& path) {
   if (path.starts_with("/v1/models/")) return "/v1/models/{id}";
-  for (const char* prefix : {"/app/", "/sdk/", "/ort/", "/lib/"})
+  for (const char* prefix : {"/app/", "/sdk/", "/ort/", "/engine/", "/lib/"})
     if (path.starts_with(prefix)) return std::string(prefix) + "{file}";
   for (const char* route : {"/", "/dashboard", "/healthz", "/metrics", "/v1/stats", "/v1/match",
                             "/v1/cache/refresh", "/v1/probe", "/v1/reference", "/v1/samples"})
@@ -178,7 +178,7 @@ nlohmann::json Edge::Impl::MatchRequest(nlohmann::json body) {
   const context::Prediction p = context::Predict(c, served.reference_ms, served.bytes);
   nlohmann::json out = {
       {"model", served.id},
-      {"url", "/v1/models/" + served.id + ".onnx"},
+      {"url", http::VersionedUrl("/v1/models/" + served.id + ".onnx", rec.at("onnx").at("sha256"))},
       {"bytes", served.bytes},
       {"sha256", rec.at("onnx").at("sha256")},
       {"threshold", rec.contains("threshold") ? rec["threshold"].value("tau", 0.0) : 0.0},
@@ -223,21 +223,19 @@ void Edge::Impl::Download(const httplib::Request& req, httplib::Response& res,
       cached = d != on_disk.end() && d->second == sha;
     }
   }
-  if (id == "base") {
-    http::ServeImmutable(req, res, (fs::path(cfg.state_dir) / "base.onnx").string(), sha,
-                         "application/octet-stream");
+  if (id != "base") metrics.Add("model_downloads_total", Label("cache", cached ? "hit" : "miss"));
+  if (http::NotModified(req, res, sha, http::Immutable(req, sha) ? http::kImmutable : "no-cache"))
     return;
-  }
-  metrics.Add("model_downloads_total", Label("cache", cached ? "hit" : "miss"));
-  if (cached) {
-    try {
-      http::ServeImmutable(req, res, store.Path(sha), sha, "application/octet-stream");
-      return;
-    } catch (const UserError&) {  // removed meanwhile: fetch it
+  http::ServeAsset(req, res, model_assets.Get(id, sha, "application/octet-stream", [&] {
+    if (id == "base") return ReadFile((fs::path(cfg.state_dir) / "base.onnx").string());
+    if (cached) {
+      try {
+        return ReadFile(store.Path(sha));
+      } catch (const UserError&) {  // removed meanwhile: fetch it
+      }
     }
-  }
-  if (http::NotModified(req, res, sha)) return;
-  res.set_content(Fetch(id, sha), "application/octet-stream");
+    return Fetch(id, sha);
+  }));
 }
 
 infer::Lookup Edge::Impl::FindModel(const std::string& name) {
@@ -328,6 +326,7 @@ void Edge::Impl::WebRoutes() {
   web.Mount("/app/", (w / "demo").string());
   web.Mount("/sdk/", (w / "sdk").string());
   web.Mount("/ort/", (w / "node_modules" / "onnxruntime-web" / "dist").string());
+  web.Mount("/engine/", (w / "engine" / "dist").string());
   web.Mount("/lib/uplot/", (w / "node_modules" / "uplot" / "dist").string());
   web.AddRoutes(server);
 }
@@ -346,13 +345,36 @@ nlohmann::json Edge::Impl::Reference() {
     if (m.reference_ms >= 1.0 && (!best || m.reference_ms < best->reference_ms)) best = &m;
   }
   if (!best) best = slowest;
-  const nlohmann::json& rec = records.at(best->id);
-  return {{"model", best->id},
-          {"url", "/v1/models/" + best->id + ".onnx"},
-          {"sha256", rec.at("onnx").at("sha256")},
-          {"bytes", best->bytes},
-          {"reference_ms", best->reference_ms},
-          {"spec", rec.value("spec", nlohmann::json())}};
+  const CatalogModel* smallest = nullptr;
+  for (const CatalogModel& m : models)
+    if (m.id != "base" && (!smallest || m.bytes < smallest->bytes)) smallest = &m;
+  auto describe = [&](const CatalogModel& m) {
+    const nlohmann::json& rec = records.at(m.id);
+    const std::string sha = rec.at("onnx").at("sha256");
+    return nlohmann::json{
+        {"model", m.id},
+        {"url", http::VersionedUrl("/v1/models/" + m.id + ".onnx", sha)},
+        {"sha256", sha},
+        {"bytes", m.bytes},
+        {"reference_ms", m.reference_ms},
+        {"threshold", rec.contains("threshold") ? rec["threshold"].value("tau", 0.0) : 0.0},
+        {"spec", rec.value("spec", nlohmann::json())}};
+  };
+  nlohmann::json out = describe(*best);
+  // The model a first visit answers with while it measures and downloads its
+  // match: the fewest bytes.
+  out["first"] = describe(smallest ? *smallest : *best);
+  // The browser runtimes' files at content-versioned (immutable) URLs.
+  if (!cfg.web_dir.empty())
+    out["runtimes"] = {
+        {"deepadapter",
+         {{"mjs", web.Versioned("/engine/da-engine.mjs")},
+          {"wasm", web.Versioned("/engine/da-engine.wasm")}}},
+        {"ort",
+         {{"module", web.Versioned("/ort/ort.wasm.min.mjs")},
+          {"mjs", web.Versioned("/ort/ort-wasm-simd-threaded.mjs")},
+          {"wasm", web.Versioned("/ort/ort-wasm-simd-threaded.wasm")}}}};
+  return out;
 }
 
 nlohmann::json Edge::Impl::Samples(int64_t offset, int64_t count) {

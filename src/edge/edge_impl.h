@@ -89,6 +89,7 @@ struct Edge::Impl {
   std::thread worker;
 
   http::StaticFiles web;
+  http::AssetCache model_assets{64 << 20};  // model files with their compressed forms
   struct SampleSet {
     std::string dataset;
     std::vector<std::string> classes;

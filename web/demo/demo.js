@@ -139,8 +139,12 @@ async function main() {
     if (e.type === 'edge-down') status('The edge is unreachable: answering on this device only.', true);
     if (e.type === 'edge-up') status('Connected.');
   });
+  if (!state.da.match) {  // a first visit: the smallest model answers while the match downloads
+    status(`Answering with ${state.da.reference.first.model} (the smallest model) while measuring this device and network…`);
+    await state.da.ready;
+  }
   showContext();
-  status(`Ready: ${state.da.match.model} loaded in ${fmt.ms(state.da.match.load_ms)}.`);
+  status(`Ready: ${state.da.match.model}${state.da.match.load_ms === undefined ? '' : ` loaded in ${fmt.ms(state.da.match.load_ms)}`} · ${state.da.runtime}.`);
   $('all').onclick = classifyAll;
   $('more').onclick = () => loadSamples((state.offset = (state.offset + 48) % Math.max(1, state.total - 48)));
   $('budget').oninput = () => ($('budget-out').textContent = `${$('budget').value} ms`);

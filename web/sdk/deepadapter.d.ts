@@ -6,10 +6,13 @@ export class DeepAdapterError extends Error {
 export interface Options {
   budgetMs?: number;        // latency budget per inference (50)
   inferences?: number;      // expected inferences per model download (100)
-  ort?: unknown;            // an onnxruntime-web module (default: the edge's copy)
+  runtime?: 'deepadapter' | 'ort';  // the page's runtime: DeepAdapter's WebAssembly one (default) or onnxruntime-web
+  ort?: unknown;            // an onnxruntime-web module (implies runtime 'ort'; default: the edge's copy)
+  progressive?: boolean;    // first visit: answer from the smallest branch while the match downloads (true)
+  rememberMs?: number;      // a measured context is reused by visits within this time (86400000; 0: never)
   rematchEveryMs?: number;  // background network re-measurement (60000; 0: never)
   margin?: number;          // relative network change that triggers a new match (0.3)
-  probeBytes?: number;      // bandwidth probe size (262144)
+  probeBytes?: number;      // largest bandwidth probe (262144)
   timeoutMs?: number;       // per request to the edge (10000)
   threshold?: number;       // overrides the model's confidence threshold (> 1: always the edge)
 }
@@ -22,16 +25,21 @@ export interface Match {
 }
 export interface Result {
   label: number; probabilities: Float32Array; ranOn: 'device' | 'edge'; confident: boolean;
-  model: string; threshold: number; deviceLabel?: number; edgeError?: string;
+  model: string; provisional: boolean; threshold: number; deviceLabel?: number; edgeError?: string;
   times: { inferenceMs: number; edgeMs?: number; totalMs?: number };
 }
-export type Event = { type: 'rematch'; context: Context; match: Match; swapped: boolean } | { type: 'edge-down' } | { type: 'edge-up' };
+export type Event = { type: 'ready'; match: Match; timings: Timings } | { type: 'upgrade-failed'; error: Error }
+  | { type: 'rematch'; context: Context; match: Match; swapped: boolean } | { type: 'edge-down' } | { type: 'edge-up' };
+export interface Timings { runtime?: number; firstModel?: number; matched?: number }  // ms after connect()
 export class DeepAdapter {
   static connect(edgeUrl: string, options?: Options): Promise<DeepAdapter>;
   readonly edge: string;
   options: Required<Omit<Options, 'ort' | 'threshold'>> & Pick<Options, 'ort' | 'threshold'>;
-  context: Context;
-  match: Match;
+  context: Context | null;  // null until measured (progressive start)
+  match: Match | null;      // null until matched
+  readonly ready: Promise<void>;  // the matched model answers
+  readonly runtime: 'deepadapter-wasm' | 'onnxruntime-web';
+  timings: Timings;
   edgeReachable: boolean;
   readonly inputShape: [number, number, number];
   on(fn: (e: Event) => void): () => void;

@@ -1,10 +1,20 @@
 // DeepAdapter browser SDK: measures the visitor's context, gets the branch
-// model the edge matches to it, runs it in the page with onnxruntime-web, and
-// asks the edge's base model when the page's answer is not confident.
+// model the edge matches to it, runs it in the page (with DeepAdapter's own
+// WebAssembly runtime, engine.js, or onnxruntime-web), and asks the edge's
+// base model when the page's answer is not confident.
 //
 //   import { DeepAdapter } from '/sdk/deepadapter.js';
 //   const da = await DeepAdapter.connect('https://edge.example', { budgetMs: 30 });
 //   const r = await da.classify(canvas);   // {label, probabilities, ranOn, model, times, ...}
+//
+// A first visit answers at once from the family's smallest branch model
+// (`provisional: true` in results) while the SDK measures the context and
+// downloads the matched model in the background; `da.ready` resolves when the
+// matched model has taken over. A repeat visit matches with the context it
+// measured last (re-measured in the background), so the models, the runtime
+// and the context all come from the browser's caches.
+
+import { loadEngine } from './engine.js';
 
 /** Every failure of the SDK: `code` says which, `message` says what to do. */
 export class DeepAdapterError extends Error {
@@ -17,6 +27,7 @@ export class DeepAdapterError extends Error {
 }
 
 const CACHE = 'deepadapter-models-v1';
+const STORED = 'deepadapter-context-v1:'; // + edge URL, in localStorage
 const now = () => performance.now();
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -32,13 +43,16 @@ async function sha256Hex(bytes) {
 
 export class DeepAdapter {
   /**
-   * Measures the context, matches, downloads (verified, cached) and opens the
-   * model. Options: budgetMs (50), inferences (100: expected inferences per
-   * download), ort (an onnxruntime-web module; default: the edge's copy),
-   * rematchEveryMs (60000; 0: never), margin (0.3: relative change of the
-   * network that triggers a new match), probeBytes (262144), timeoutMs (10000),
-   * threshold (overrides the model's: the confidence below which the edge answers;
-   * above 1: always the edge).
+   * Opens a model to answer with: the smallest branch at once (progressive),
+   * or the matched one after measuring. Options: budgetMs (50), inferences
+   * (100: expected inferences per download), runtime ('deepadapter': the
+   * edge's WebAssembly runtime, ~40 kB; 'ort': onnxruntime-web, ~3.7 MB), ort
+   * (an onnxruntime-web module, implies runtime 'ort'), progressive (true),
+   * rememberMs (86400000: how long a measured context is reused by the next
+   * visit; 0: never), rematchEveryMs (60000; 0: never), margin (0.3: relative
+   * change of the network that triggers a new match), probeBytes (262144: the
+   * largest bandwidth probe), timeoutMs (10000), threshold (overrides the
+   * model's: the confidence below which the edge answers; above 1: always the edge).
    */
   static async connect(edgeUrl, options = {}) {
     const da = new DeepAdapter(edgeUrl, options);
@@ -49,22 +63,28 @@ export class DeepAdapter {
   constructor(edgeUrl, options) {
     this.edge = new URL(edgeUrl, globalThis.location?.href).href.replace(/\/$/, '');
     this.options = {
-      budgetMs: 50, inferences: 100, rematchEveryMs: 60000, margin: 0.3,
-      probeBytes: 256 << 10, timeoutMs: 10000, ...options,
+      budgetMs: 50, inferences: 100, runtime: options.ort ? 'ort' : 'deepadapter', progressive: true,
+      rememberMs: 86400000, rematchEveryMs: 60000, margin: 0.3, probeBytes: 256 << 10, timeoutMs: 10000, ...options,
     };
     this.context = null; // {slowdown, downlink_kbps, rtt_ms, hint}
     this.match = null; // the edge's answer to /v1/match
+    this.reference = null; // the edge's answer to /v1/reference
     this.edgeReachable = true;
     this.listeners = new Set();
+    this.ready = null; // resolves when the matched model answers
+    this.timings = {}; // ms since connect(): runtime, firstModel, matched
   }
 
-  #ort = null;
-  #session = null; // {session, match, inflight, retired}
+  #runtime = null; // {name, open(bytes, input) -> {run(x, n), release()}}
+  #session = null; // {session, match, inflight, retired, provisional}
   #timer = null;
   #onConnection = null;
   #rematching = null;
 
-  /** Calls `fn(event)` on 'rematch', 'edge-down', 'edge-up'. Returns an unsubscribe function. */
+  /**
+   * Calls `fn(event)` on 'ready' (the matched model answers), 'upgrade-failed',
+   * 'rematch', 'edge-down', 'edge-up'. Returns an unsubscribe function.
+   */
   on(fn) {
     this.listeners.add(fn);
     return () => this.listeners.delete(fn);
@@ -74,13 +94,32 @@ export class DeepAdapter {
   }
 
   async #start() {
-    this.#ort = this.options.ort ?? (await this.#loadOrt());
-    const env = this.#ort.env;
-    env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
-    env.logLevel = 'error';
-    if (!this.options.ort) env.wasm.wasmPaths = `${this.edge}/ort/`;
-    this.context = await this.measure();
-    await this.#matchAndLoad();
+    const t0 = now();
+    this.reference = await (await this.#fetch('/v1/reference')).json();
+    const first = this.reference.first ?? this.reference;
+    const stored = this.#stored();
+    // The runtime and the first model download side by side.
+    const [runtime, firstBytes] = await Promise.all([
+      this.#loadRuntime().then((r) => ((this.timings.runtime = now() - t0), r)),
+      this.options.progressive && !stored ? this.#model(first.url, first.sha256) : null,
+    ]);
+    this.#runtime = runtime;
+    const upgrade = async () => {
+      this.context = stored ?? (await this.measure());
+      if (!stored) this.#remember();
+      await this.#matchAndLoad();
+      this.timings.matched = now() - t0;
+      this.#emit('ready', { match: this.match, timings: this.timings });
+    };
+    if (firstBytes) {
+      this.#session = { session: await this.#open(firstBytes, first.spec.input), match: first, inflight: 0, retired: false, provisional: true };
+      this.timings.firstModel = now() - t0;
+      this.ready = upgrade();
+      this.ready.catch((e) => this.#emit('upgrade-failed', { error: e }));
+    } else {
+      await upgrade();
+      this.ready = Promise.resolve();
+    }
     if (this.options.rematchEveryMs > 0)
       this.#timer = setInterval(() => this.rematchIfMoved().catch(() => {}), this.options.rematchEveryMs);
     const conn = navigator.connection;
@@ -90,11 +129,53 @@ export class DeepAdapter {
     }
   }
 
-  async #loadOrt() {
+  // The context the last visit measured: when recent, on the same runtime,
+  // and the browser's connection hints (where it has them) unchanged.
+  #stored() {
     try {
-      return await import(/* webpackIgnore: true */ `${this.edge}/ort/ort.wasm.min.mjs`);
+      const s = JSON.parse(globalThis.localStorage?.getItem(STORED + this.edge) ?? 'null');
+      const c = navigator.connection, hint = s?.context?.hint;
+      const same = !c || !hint || (c.effectiveType === hint.effectiveType && c.downlink === hint.downlink_mbps && c.rtt === hint.rtt_ms);
+      if (s && same && now() + performance.timeOrigin - s.at < this.options.rememberMs && s.runtime === this.options.runtime) return s.context;
+    } catch {}
+    return null;
+  }
+
+  #remember() {
+    try {
+      globalThis.localStorage?.setItem(STORED + this.edge, JSON.stringify({
+        at: now() + performance.timeOrigin, runtime: this.options.runtime, context: this.context,
+      }));
+    } catch {}
+  }
+
+  // {name, open(bytes, [C, H, W]) -> {run(x, n) -> logits, release()}} for the runtime chosen.
+  async #loadRuntime() {
+    const files = this.reference.runtimes ?? {};
+    try {
+      if (this.options.runtime !== 'ort') {
+        const f = files.deepadapter ?? { mjs: '/engine/da-engine.mjs', wasm: '/engine/da-engine.wasm' };
+        return await loadEngine(`${this.edge}/`, f);
+      }
+      const f = files.ort ?? { module: '/ort/ort.wasm.min.mjs', mjs: '/ort/ort-wasm-simd-threaded.mjs', wasm: '/ort/ort-wasm-simd-threaded.wasm' };
+      const ort = this.options.ort ?? (await import(/* webpackIgnore: true */ this.edge + f.module));
+      ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency || 1) : 1;
+      ort.env.logLevel = 'error';
+      if (!this.options.ort) ort.env.wasm.wasmPaths = { mjs: this.edge + f.mjs, wasm: this.edge + f.wasm };
+      return {
+        name: 'onnxruntime-web',
+        async open(bytes, input) {
+          const s = await ort.InferenceSession.create(new Uint8Array(bytes), { executionProviders: ['wasm'], graphOptimizationLevel: 'all' });
+          return {
+            async run(x, n = 1) {
+              return (await s.run({ input: new ort.Tensor('float32', x, [n, ...input]) })).logits.data;
+            },
+            release: () => s.release(),
+          };
+        },
+      };
     } catch (e) {
-      throw new DeepAdapterError('wasm-unavailable', `cannot load onnxruntime-web from the edge: ${e.message}`, e);
+      throw new DeepAdapterError('wasm-unavailable', `cannot load the ${this.options.runtime} runtime from the edge: ${e.message}`, e);
     }
   }
 
@@ -132,21 +213,27 @@ export class DeepAdapter {
     this.#emit(ok ? 'edge-up' : 'edge-down', {});
   }
 
-  /** The network: RTT from empty probes, downlink from large ones (medians). */
+  /**
+   * The network: RTT from empty probes, downlink from probes sized to take
+   * ~250 ms each at the rate the previous one saw (32 kB first, at most
+   * probeBytes), medians.
+   */
   async measureNetwork() {
     const rtts = [];
-    for (let i = 0; i < 5; i++) {
+    for (let i = 0; i < 3; i++) {
       const t0 = now();
       await (await this.#fetch(`/v1/probe?bytes=0&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer();
       rtts.push(now() - t0);
     }
     const rtt = median(rtts);
-    const n = this.options.probeBytes, rates = [];
+    const rates = [];
+    let n = Math.min(32 << 10, this.options.probeBytes);
     for (let i = 0; i < 3; i++) {
       const t0 = now();
       const got = (await (await this.#fetch(`/v1/probe?bytes=${n}&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer()).byteLength;
       const ms = Math.max(0.05, now() - t0 - rtt);
       rates.push((got * 8) / ms); // bits per ms = kbit/s
+      n = Math.round(Math.min(this.options.probeBytes, Math.max(16 << 10, (rates[i] / 8) * 250)));
     }
     const conn = navigator.connection;
     return {
@@ -157,29 +244,30 @@ export class DeepAdapter {
   }
 
   /**
-   * The device: the median time of the edge's reference model (its smallest
-   * branch) here, over its time on the reference runtime.
+   * The device: the median time of a model here over its time on the
+   * reference runtime (the latency table's). onnxruntime-web times the edge's
+   * reference model (>= 1 ms there: its per-call overhead would dominate a
+   * tiny one); DeepAdapter's runtime, whose calls cost next to nothing, times
+   * the smallest branch, which a first visit already has.
    */
   async measureDevice() {
-    const ref = await (await this.#fetch('/v1/reference')).json();
+    const ref = this.options.runtime === 'ort' ? this.reference : this.reference.first ?? this.reference;
     const bytes = await this.#model(ref.url, ref.sha256);
-    const session = await this.#open(bytes);
+    const session = await this.#open(bytes, ref.spec.input);
     try {
-      const dims = [1, ...ref.spec.input];
-      const x = new this.#ort.Tensor('float32', new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(0.5), dims);
+      const x = new Float32Array(ref.spec.input.reduce((a, b) => a * b, 1)).fill(0.5);
       // A warm-up of >= 150 ms: V8 optimizes the WASM code while it runs, and
       // a fresh page measured before that looked up to 1.5x slower. Then runs
       // are timed in groups of >= 10 ms: the page's clock may tick only every
       // 100 us, and a CPU paused in slices (DevTools throttling, a phone's
       // scheduler) would let single short runs miss the pauses.
-      const feed = { input: x };
       let t = now(), perGroup = 0;
-      for (let i = 0; i < 3 || now() - t < 150; i++) await session.run(feed);
+      for (let i = 0; i < 3 || now() - t < 150; i++) await session.run(x);
       t = now();
-      while (now() - t < 10) await session.run(feed), perGroup++;
+      while (now() - t < 10) await session.run(x), perGroup++;
       const group = async () => {
         const g = now();
-        for (let i = 0; i < perGroup; i++) await session.run(feed);
+        for (let i = 0; i < perGroup; i++) await session.run(x);
         return (now() - g) / perGroup;
       };
       // ... and on until three groups in a row agree within 5% (V8 may still
@@ -218,14 +306,16 @@ export class DeepAdapter {
     })).json();
     if (this.#session && this.#session.match.model === m.model) {
       this.match = m;
+      this.#session.match = m;
+      this.#session.provisional = false; // the first model was the match
       return false;
     }
     const t0 = now();
     const bytes = await this.#model(m.url, m.sha256);
     const loadMs = now() - t0;
-    const session = await this.#open(bytes);
+    const session = await this.#open(bytes, m.spec.input);
     const old = this.#session;
-    this.#session = { session, match: m, inflight: 0, retired: false };
+    this.#session = { session, match: m, inflight: 0, retired: false, provisional: false };
     this.match = { ...m, load_ms: loadMs };
     if (old) this.#retire(old);
     return true;
@@ -238,6 +328,7 @@ export class DeepAdapter {
 
   /** Re-measures the network; matches again (and swaps models) when it moved past the margin. */
   async rematchIfMoved() {
+    if (!this.context) return false; // still measuring (progressive start)
     if (this.#rematching) return this.#rematching;
     this.#rematching = (async () => {
       const net = await this.measureNetwork();
@@ -253,6 +344,7 @@ export class DeepAdapter {
 
   /** A new latency budget: matches again now. */
   async setBudget(ms) {
+    await this.ready;
     this.options.budgetMs = ms;
     const swapped = await this.#matchAndLoad();
     this.#emit('rematch', { context: this.context, match: this.match, swapped });
@@ -276,14 +368,17 @@ export class DeepAdapter {
     return bytes;
   }
 
-  async #open(bytes) {
+  async #open(bytes, input) {
     try {
-      return await this.#ort.InferenceSession.create(new Uint8Array(bytes), {
-        executionProviders: ['wasm'], graphOptimizationLevel: 'all',
-      });
+      return await this.#runtime.open(bytes, input);
     } catch (e) {
-      throw new DeepAdapterError('wasm-unavailable', `onnxruntime-web cannot run the model: ${e.message}`, e);
+      throw new DeepAdapterError('wasm-unavailable', `${this.#runtime.name} cannot run the model: ${e.message}`, e);
     }
+  }
+
+  /** Which runtime runs the models: 'deepadapter-wasm' or 'onnxruntime-web'. */
+  get runtime() {
+    return this.#runtime?.name;
   }
 
   /** The model's input [C, H, W]. */
@@ -333,15 +428,15 @@ export class DeepAdapter {
     let probs, inferenceMs;
     try {
       const t0 = now();
-      const out = await s.session.run({ input: new this.#ort.Tensor('float32', x, [1, C, H, W]) });
+      const logits = await s.session.run(x);
       inferenceMs = now() - t0;
-      probs = softmax(out.logits.data);
+      probs = softmax(logits);
     } finally {
       if (--s.inflight === 0 && s.retired) s.session.release();
     }
     const label = argmax(probs);
     const threshold = this.options.threshold ?? s.match.threshold;
-    const base = { model: s.match.model, threshold, times: { inferenceMs } };
+    const base = { model: s.match.model, provisional: s.provisional, threshold, times: { inferenceMs } };
     if (probs[label] >= threshold) return { ...base, ranOn: 'device', label, probabilities: probs, confident: true };
     // An edge that failed is asked again only after a backoff (1 s, doubling
     // to 60 s): while it is down, unsure answers come back at once, marked.

@@ -150,7 +150,7 @@ try {
     const { DeepAdapter } = await import('/sdk/deepadapter.js');
     const ort = await import('/ort/ort.wasm.min.mjs');
     ort.env.wasm.wasmPaths = '/ort/';
-    const da = await DeepAdapter.connect(location.origin, { ort, budgetMs: 3, probeBytes: 64 << 10, rematchEveryMs: 0 });
+    const da = await DeepAdapter.connect(location.origin, { ort, budgetMs: 3, probeBytes: 64 << 10, rematchEveryMs: 0, progressive: false, rememberMs: 0 });
     const repeat = [];  // the same device measured again: how stable its slowdown is
     for (let i = 0; i < 2; i++) repeat.push((await da.measureDevice()).slowdown);
     await da.close();
