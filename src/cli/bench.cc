@@ -180,6 +180,7 @@ void AddBench(CLI::App& app) {
   AddPruneBench(*bench);
   AddEdgeBench(*bench);
   AddSystemBench(*bench);
+  AddColdstartBench(*bench);
 }
 
 }  // namespace da::cli

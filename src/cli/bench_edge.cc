@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "cli/local_services.h"
 #include "cloud/cloud.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -181,8 +182,7 @@ void ServiceBench(const Flags& f) {
   cc.table_path = f.table;
   cc.standard_path = SourcePath("profiles/contexts.json");
   cc.data_dir = nn::kFashionMnistDir;
-  cloud::Cloud cloud(cc);
-  std::thread cloud_thread([&] { cloud.Run(); });
+  LocalCloud cloud(cc);
   struct Run {
     const char* name;
     bool batching;
@@ -192,18 +192,12 @@ void ServiceBench(const Flags& f) {
   std::vector<double> match_ms;
   for (Run& run : runs) {
     edge::EdgeConfig ec;
-    ec.cloud_url = "http://127.0.0.1:" + std::to_string(cloud.port());
+    ec.cloud_url = cloud.url();
     ec.state_dir = (tmp.path() / (std::string("state-") + (run.batching ? "b" : "n"))).string();
     ec.profiles_dir = f.profiles;
     ec.batching.enabled = run.batching;
-    edge::Edge e(ec);
-    std::thread edge_thread([&] { e.Run(); });
+    LocalEdge e(ec);
     httplib::Client c("127.0.0.1", e.port());
-    for (int i = 0; i < 200; ++i) {
-      auto res = c.Get("/v2/health/ready");
-      if (res && res->status == 200) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
     Load(e.port(), f.clients, 1);  // warm-up
     auto [rps, lat] = Load(e.port(), f.clients, f.seconds);
     run.rps = rps, run.p50 = Percentile(lat, 0.5), run.p99 = Percentile(lat, 0.99);
@@ -217,11 +211,7 @@ void ServiceBench(const Flags& f) {
         match_ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - s).count());
       }
     }
-    e.Stop();
-    edge_thread.join();
   }
-  cloud.Stop();
-  cloud_thread.join();
   std::printf("\ninference: %d concurrent clients, one image per request, %.0f s each\n", f.clients,
               f.seconds);
   for (const Run& r : runs)

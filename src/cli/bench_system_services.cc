@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cli/bench_system.h"
+#include "cli/local_services.h"
 #include "cloud/cloud.h"
 #include "common/error.h"
 #include "common/fs.h"
@@ -222,10 +223,9 @@ AgainstServices RunServices(const SystemFlags& f, const sim::SystemInput& in,
   cc.data_dir = f.data;
   cc.batching.max_batch = f.max_batch;
   cc.server.threads = f.clients + 32;
-  cloud::Cloud cloud(cc);
-  std::thread cloud_thread([&] { cloud.Run(); });
+  LocalCloud cloud(cc);
   edge::EdgeConfig ec;
-  ec.cloud_url = "http://127.0.0.1:" + std::to_string(cloud.port());
+  ec.cloud_url = cloud.url();
   ec.state_dir = (tmp.path() / "state").string();
   ec.profiles_dir = f.profiles;
   ec.web_dir = SourcePath("web");  // the demo page, for --browser
@@ -238,20 +238,8 @@ AgainstServices RunServices(const SystemFlags& f, const sim::SystemInput& in,
   ec.cache_bytes = std::max<int64_t>(1, int64_t(f.cache_fraction * double(family_bytes)));
   ec.batching.max_batch = f.max_batch;
   ec.server.threads = f.clients + 32;
-  edge::Edge e(ec);
-  std::thread edge_thread([&] { e.Run(); });
-  httplib::Client hc("127.0.0.1", e.port());
-  for (int i = 0; i < 600; ++i) {
-    auto res = hc.Get("/healthz");
-    if (res && res->status == 200) {
-      const auto h = nlohmann::json::parse(res->body);
-      if (h.value("base_ready", false) && h.value("catalog_models", 0) > 0) break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  if (f.browser)
-    out.browser =
-        BrowserCheck(f, in, w, profiles, "http://127.0.0.1:" + std::to_string(e.port()), report);
+  LocalEdge e(ec);
+  if (f.browser) out.browser = BrowserCheck(f, in, w, profiles, e.url(), report);
   if (f.live_seconds > 0) {
     std::printf("\nlive: cloud and edge on loopback, %d emulated phones, %.0f s per scheme\n",
                 f.clients, f.live_seconds);
@@ -281,10 +269,6 @@ AgainstServices RunServices(const SystemFlags& f, const sim::SystemInput& in,
     *report += "\nlive throughput (" + std::to_string(f.clients) + " emulated phones, " +
                Fmt("%.0f", f.live_seconds) + " s per scheme):\n" + line;
   }
-  e.Stop();
-  edge_thread.join();
-  cloud.Stop();
-  cloud_thread.join();
   return out;
 }
 

@@ -18,6 +18,7 @@ void AddPruneBench(CLI::App& bench);   // bench prune
 void AddServe(CLI::App& app);          // cloud, edge, serve
 void AddEdgeBench(CLI::App& bench);    // bench edge
 void AddSystemBench(CLI::App& bench);  // bench system
+void AddColdstartBench(CLI::App& bench);  // bench coldstart
 void AddClient(CLI::App& app);         // client
 
 // A path inside the source tree (profiles/, web/), for flag defaults.

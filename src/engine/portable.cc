@@ -64,64 +64,98 @@ inline V Relu(V a) {
 }
 #endif
 
-constexpr int kRows = 4;   // pixels per micro-kernel tile
-constexpr int kCols = 8;   // output channels per tile (two vectors)
+constexpr int kRows = 4;  // pixels per micro-kernel tile
 
-// out[p, :] = act(x[p, :] . w + bias (+ sum[p, :])) for p < rows; x is rows x k
-// (row stride k), w packed as [ceil(oc / 8)][k][8], out and sum rows x oc.
-void Gemm(const float* x, int64_t rows, int64_t k, const float* w, const float* bias,
-          int64_t oc, const float* sum, bool relu, float* out) {
-  const int64_t blocks = (oc + kCols - 1) / kCols;
-  for (int64_t p = 0; p < rows; p += kRows) {
-    const float* xr[kRows];
-    for (int j = 0; j < kRows; ++j) xr[j] = x + std::min(p + j, rows - 1) * k;  // tail: repeat
-    for (int64_t b = 0; b < blocks; ++b) {
-      const float* wb = w + b * k * kCols;
-      V a[kRows][2];
-      for (auto& r : a) r[0] = r[1] = Zero();
-      for (int64_t i = 0; i < k; ++i) {
-        const V w0 = Load(wb + i * kCols), w1 = Load(wb + i * kCols + 4);
-        for (int j = 0; j < kRows; ++j) {
-          const V s = Splat(xr[j][i]);
-          a[j][0] = MulAdd(a[j][0], s, w0);
-          a[j][1] = MulAdd(a[j][1], s, w1);
-        }
-      }
-      const int64_t c0 = b * kCols, width = std::min<int64_t>(kCols, oc - c0);
-      const V b0 = Load(bias + c0), b1 = Load(bias + c0 + 4);  // bias padded to blocks * 8
-      for (int j = 0; j < kRows && p + j < rows; ++j) {
-        float* o = out + (p + j) * oc + c0;
-        alignas(16) float t[kCols];
-        V v0 = Add(a[j][0], b0), v1 = Add(a[j][1], b1);
-        if (sum) {
-          const float* s = sum + (p + j) * oc + c0;
-          if (width == kCols) {
-            v0 = Add(v0, Load(s)), v1 = Add(v1, Load(s + 4));
-          } else {
-            float u[kCols] = {};
-            std::memcpy(u, s, size_t(width) * sizeof(float));
-            v0 = Add(v0, Load(u)), v1 = Add(v1, Load(u + 4));
-          }
-        }
-        if (relu) v0 = Relu(v0), v1 = Relu(v1);
-        if (width == kCols) {
-          Store(o, v0), Store(o + 4, v1);
-        } else {
-          Store(t, v0), Store(t + 4, v1);
-          std::memcpy(o, t, size_t(width) * sizeof(float));
-        }
+// Output channels go in blocks of 8 (two vectors) and, for a remainder of at
+// most 4, one block of 4: {first channel, width, vectors, offset of its packed weights}.
+struct Block {
+  int64_t c0, width;
+  int nv;
+  int64_t w;
+};
+std::vector<Block> Blocks(int64_t oc, int64_t k) {
+  std::vector<Block> b;
+  for (int64_t c0 = 0, w = 0; c0 < oc;) {
+    const int nv = oc - c0 > 4 ? 2 : 1;
+    b.push_back({c0, std::min<int64_t>(4 * nv, oc - c0), nv, w});
+    c0 += 4 * nv, w += k * 4 * nv;
+  }
+  return b;
+}
+
+// The GEMM's left side, read in place: row p is `segs` segments of `len`
+// contiguous floats, `stride` apart, from row(p). A convolution over a
+// zero-padded NHWC input is this with one segment per kernel row (its KW
+// pixels' channels are contiguous there); a Gemm, one segment of K.
+struct Rows {
+  int64_t count, segs, len, stride;
+};
+
+// acc[j][n] = sum over k of x_j[k] * w[k][4n..4n+3] for the kRows rows x_j.
+template <int NV>
+inline void Tile(const float* const* xr, const Rows& r, const float* w, V (&acc)[kRows][2]) {
+  for (int j = 0; j < kRows; ++j)
+    for (int n = 0; n < NV; ++n) acc[j][n] = Zero();
+  for (int64_t s = 0; s < r.segs; ++s, w += r.len * NV * 4) {
+    const int64_t off = s * r.stride;
+    for (int64_t i = 0; i < r.len; ++i) {
+      V wv[NV];
+      for (int n = 0; n < NV; ++n) wv[n] = Load(w + (i * NV + n) * 4);
+      for (int j = 0; j < kRows; ++j) {
+        const V x = Splat(xr[j][off + i]);
+        for (int n = 0; n < NV; ++n) acc[j][n] = MulAdd(acc[j][n], x, wv[n]);
       }
     }
   }
 }
 
-// [OC, K] row-major (k in the order the kernel reads x) into [ceil(OC/8)][K][8].
+// out[p, :] = act(x_p . w + bias (+ sum[p, :])) for the rows x_p = row(p) of
+// `r`; w packed by Pack, bias padded to whole blocks, out and sum rows x oc.
+template <typename RowFn>
+void Gemm(const Rows& r, RowFn row, const float* w, const float* bias, int64_t oc,
+          const float* sum, bool relu, float* out) {
+  const std::vector<Block> blocks = Blocks(oc, r.segs * r.len);
+  for (int64_t p = 0; p < r.count; p += kRows) {
+    const float* xr[kRows];
+    for (int j = 0; j < kRows; ++j) xr[j] = row(std::min(p + j, r.count - 1));  // tail: repeat
+    for (const Block& b : blocks) {
+      V a[kRows][2];
+      if (b.nv == 2)
+        Tile<2>(xr, r, w + b.w, a);
+      else
+        Tile<1>(xr, r, w + b.w, a);
+      for (int j = 0; j < kRows && p + j < r.count; ++j) {
+        alignas(16) float t[8];
+        for (int n = 0; n < b.nv; ++n) {
+          V v = Add(a[j][n], Load(bias + b.c0 + 4 * n));
+          if (sum) {
+            const float* s = sum + (p + j) * oc + b.c0 + 4 * n;
+            if (b.c0 + 4 * n + 4 <= oc) {
+              v = Add(v, Load(s));
+            } else {
+              float u[4] = {};
+              for (int64_t c = 0; c < oc - b.c0 - 4 * n; ++c) u[c] = s[c];
+              v = Add(v, Load(u));
+            }
+          }
+          Store(t + 4 * n, relu ? Relu(v) : v);
+        }
+        float* o = out + (p + j) * oc + b.c0;
+        for (int64_t c = 0; c < b.width; ++c) o[c] = t[c];
+      }
+    }
+  }
+}
+
+// [OC, K] row-major (k in the order the kernel reads x) into Blocks' layout:
+// per block, [K][its vectors * 4], zero past OC.
 std::vector<float> Pack(const std::vector<float>& w, int64_t oc, int64_t k) {
-  const int64_t blocks = (oc + kCols - 1) / kCols;
-  std::vector<float> p(size_t(blocks * k * kCols), 0.f);
-  for (int64_t o = 0; o < oc; ++o)
+  const std::vector<Block> blocks = Blocks(oc, k);
+  std::vector<float> p(size_t(blocks.back().w + k * 4 * blocks.back().nv), 0.f);
+  for (const Block& b : blocks)
     for (int64_t i = 0; i < k; ++i)
-      p[size_t(((o / kCols) * k + i) * kCols + o % kCols)] = w[size_t(o * k + i)];
+      for (int64_t c = 0; c < b.width; ++c)
+        p[size_t(b.w + i * 4 * b.nv + c)] = w[size_t((b.c0 + c) * k + i)];
   return p;
 }
 
@@ -131,14 +165,14 @@ struct PortableModel::Layer {
   const Op* op = nullptr;
   std::vector<float> w, bias;  // packed; bias padded to whole blocks
   int64_t k = 0;               // GEMM depth
-  bool im2col = false;
+  bool pad = false;            // a Conv whose input is copied into a zero border first
 };
 
 PortableModel::PortableModel(const std::string& onnx_bytes)
     : g_(std::make_unique<Graph>(Parse(onnx_bytes))) {
   Fuse(*g_);
   const Graph& g = *g_;
-  size_t cols = 0;
+  size_t padded = 0;
   for (const Op& op : g.ops) {
     Layer l;
     l.op = &op;
@@ -152,10 +186,8 @@ PortableModel::PortableModel(const std::string& onnx_bytes)
           for (int64_t ci = 0; ci < c; ++ci)
             for (int64_t s = 0; s < kk; ++s)
               w[size_t(o * l.k + s * c + ci)] = op.w[size_t((o * c + ci) * kk + s)];
-        l.im2col = !(op.kh == 1 && op.kw == 1 && op.sh == 1 && op.sw == 1 && op.pt == 0 &&
-                     op.pl == 0 && op.pb == 0 && op.pr == 0);
-        const auto& out = g.tensors[size_t(op.out)];
-        if (l.im2col) cols = std::max(cols, size_t(out[1] * out[2] * l.k));
+        l.pad = op.pt || op.pl || op.pb || op.pr;
+        if (l.pad) padded = std::max(padded, size_t((in[1] + op.pt + op.pb) * (in[2] + op.pl + op.pr) * c));
       } else if (in.size() == 3) {  // a fused Flatten: [OC, C*H*W] -> [OC, H*W*C]
         const int64_t c = in[0], hw = in[1] * in[2];
         l.k = c * hw;
@@ -167,14 +199,14 @@ PortableModel::PortableModel(const std::string& onnx_bytes)
         l.k = in[0];
       }
       l.w = Pack(w, op.oc, l.k);
-      l.bias.assign(size_t((op.oc + kCols - 1) / kCols * kCols), 0.f);
+      l.bias.assign(size_t((op.oc + 7) / 8 * 8), 0.f);
       std::copy(op.b.begin(), op.b.end(), l.bias.begin());
     }
     layers_.push_back(std::move(l));
   }
   act_.resize(g.tensors.size());
   for (size_t t = 0; t < g.tensors.size(); ++t) act_[t].resize(size_t(Elements(g.tensors[t])));
-  cols_.resize(cols);
+  padded_.resize(padded);
 }
 
 PortableModel::~PortableModel() = default;
@@ -206,27 +238,28 @@ void PortableModel::Run(const float* images, int64_t n, float* logits) {
       const float* sum = op.in2 >= 0 ? act_[size_t(op.in2)].data() : nullptr;
       switch (op.kind) {
         case Op::kConv: {
-          const int64_t c = id[0], h = id[1], w = id[2], oh = od[1], ow = od[2];
-          const float* cols = src;
-          if (l.im2col) {
-            float* col = cols_.data();
-            for (int64_t y = 0; y < oh; ++y)
-              for (int64_t x0 = 0; x0 < ow; ++x0)
-                for (int64_t ky = 0; ky < op.kh; ++ky)
-                  for (int64_t kx = 0; kx < op.kw; ++kx, col += c) {
-                    const int64_t iy = y * op.sh - op.pt + ky, ix = x0 * op.sw - op.pl + kx;
-                    if (iy < 0 || iy >= h || ix < 0 || ix >= w)
-                      std::fill(col, col + c, 0.f);
-                    else
-                      std::memcpy(col, src + (iy * w + ix) * c, size_t(c) * sizeof(float));
-                  }
-            cols = cols_.data();
+          const int64_t c = id[0], oh = od[1], ow = od[2];
+          int64_t h = id[1], w = id[2];
+          const float* in = src;
+          if (l.pad) {  // the input inside a zero border
+            const int64_t ph = h + op.pt + op.pb, pw = w + op.pl + op.pr;
+            float* p = padded_.data();
+            std::fill(p, p + ph * pw * c, 0.f);
+            for (int64_t y = 0; y < h; ++y)
+              std::memcpy(p + ((y + op.pt) * pw + op.pl) * c, src + y * w * c,
+                          size_t(w * c) * sizeof(float));
+            in = p, h = ph, w = pw;
           }
-          Gemm(cols, oh * ow, l.k, l.w.data(), l.bias.data(), op.oc, sum, op.relu, dst);
+          const Rows r{oh * ow, op.kh, op.kw * c, w * c};
+          Gemm(
+              r, [&](int64_t p) { return in + ((p / ow) * op.sh * w + (p % ow) * op.sw) * c; },
+              l.w.data(), l.bias.data(), op.oc, sum, op.relu, dst);
           break;
         }
         case Op::kGemm:
-          Gemm(src, 1, l.k, l.w.data(), l.bias.data(), op.oc, nullptr, op.relu, dst);
+          Gemm(
+              Rows{1, 1, l.k, 0}, [&](int64_t) { return src; }, l.w.data(), l.bias.data(), op.oc,
+              nullptr, op.relu, dst);
           break;
         case Op::kMaxPool: {
           const int64_t c = id[0], h = id[1], w = id[2], oh = od[1], ow = od[2];

@@ -5,13 +5,15 @@
 // no dependency, so it compiles to WebAssembly (web/engine) and natively for
 // tests, which hold it to the oneDNN backend.
 //
-// Activations are NHWC, one image at a time. A Conv is im2col (skipped for
-// 1x1 stride-1 unpadded kernels) then a GEMM whose micro-kernel computes
-// 4 pixels x 8 output channels in 8 vector accumulators over weights packed
-// at load; bias, the fused sum and Relu are applied on the way out. Gemm is
-// the same kernel with one pixel, its weights permuted at load to read the
-// NHWC tensor a fused Flatten left. All buffers are allocated at load: a
-// call allocates nothing.
+// Activations are NHWC, one image at a time. A Conv is a GEMM read in place
+// from its input (copied into a zero border when padded; no im2col): a
+// kernel row's KW pixels' channels are contiguous in NHWC, so each output
+// pixel's patch is KH runs of KW x C floats. The micro-kernel computes
+// 4 pixels x 8 output channels (or 4, for a remainder of at most 4) in
+// vector accumulators over weights packed at load; bias, the fused sum and
+// Relu are applied on the way out. Gemm is the same kernel with one pixel,
+// its weights permuted at load to read the NHWC tensor a fused Flatten left.
+// All buffers are allocated at load: a call allocates nothing.
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -48,7 +50,7 @@ class PortableModel {
   std::unique_ptr<Graph> g_;
   std::vector<Layer> layers_;
   std::vector<std::vector<float>> act_;  // per tensor, one image
-  std::vector<float> cols_;              // im2col
+  std::vector<float> padded_;            // a Conv's input with its zero border
   std::mutex mu_;
 };
 
