@@ -1,11 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <thread>
 
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/http.h"
+#include "common/static_files.h"
 #include "common/progress.h"
 
 namespace fs = std::filesystem;
@@ -110,4 +112,86 @@ TEST(Http, CorsOnlyForConfiguredOrigins) {
   EXPECT_EQ(refused->status, 403);
   server.stop();
   t.join();
+}
+
+// Static files: the smallest encoding the client accepts, ETag/304, immutable
+// caching only for URLs that name the content, no way out of the mount.
+TEST(Http, StaticFilesArePrecompressedAndVersioned) {
+  const fs::path dir = fs::temp_directory_path() / ("da_static_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  std::string js;
+  for (int i = 0; i < 2000; ++i) js += "export const x" + std::to_string(i) + " = " + std::to_string(i) + ";\n";
+  da::WriteFileAtomic((dir / "pub" / "a.js").string(), js);
+  da::WriteFileAtomic((dir / "secret.txt").string(), "secret");
+  da::Metrics metrics;
+  da::http::ServerOptions o;
+  da::http::Server server(o);
+  da::http::Configure(server, o, metrics, [](const std::string&) { return "x"; });
+  da::http::StaticFiles files;
+  files.Mount("/s/", (dir / "pub").string());
+  files.AddRoutes(server);
+  const int port = da::http::Bind(server, o);
+  std::thread t([&] { server.listen_after_bind(); });
+  httplib::Client raw("127.0.0.1", port), plain("127.0.0.1", port);
+  raw.set_decompress(false);
+  auto get = [&](const std::string& path, httplib::Headers h = {}) {
+    auto r = raw.Get(path, h);
+    EXPECT_TRUE(r);
+    return r;
+  };
+  auto identity = get("/s/a.js");
+  EXPECT_EQ(identity->body, js);
+  EXPECT_FALSE(identity->has_header("Content-Encoding"));
+  EXPECT_EQ(identity->get_header_value("Vary"), "Accept-Encoding");
+  EXPECT_EQ(identity->get_header_value("Cache-Control"), "no-cache");
+  auto gz = get("/s/a.js", {{"Accept-Encoding", "gzip"}});
+  EXPECT_EQ(gz->get_header_value("Content-Encoding"), "gzip");
+  auto br = get("/s/a.js", {{"Accept-Encoding", "gzip, deflate, br"}});
+  EXPECT_EQ(br->get_header_value("Content-Encoding"), "br");
+  EXPECT_LT(br->body.size(), gz->body.size());
+  EXPECT_LT(gz->body.size(), js.size() / 4);
+  EXPECT_EQ(get("/s/a.js", {{"Accept-Encoding", "gzip, br;q=0"}})->get_header_value("Content-Encoding"), "gzip");
+  for (const char* enc : {"gzip", "br"}) {  // what a browser decodes is the file
+    auto r = plain.Get("/s/a.js", {{"Accept-Encoding", enc}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->body, js) << enc;
+  }
+  // Versioned URLs are cached for good; a stale or wrong version is not.
+  const std::string v = files.Versioned("/s/a.js");
+  ASSERT_NE(v.find("?v="), std::string::npos);
+  EXPECT_EQ(get(v)->get_header_value("Cache-Control"), da::http::kImmutable);
+  EXPECT_EQ(get("/s/a.js?v=0000000000000000")->get_header_value("Cache-Control"), "no-cache");
+  const std::string etag = identity->get_header_value("ETag");
+  EXPECT_EQ(get("/s/a.js", {{"If-None-Match", etag}})->status, 304);
+  // A changed file is served changed.
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  da::WriteFileAtomic((dir / "pub" / "a.js").string(), "changed");
+  EXPECT_EQ(get("/s/a.js")->body, "changed");
+  EXPECT_EQ(get("/s/a.js", {{"If-None-Match", etag}})->status, 200);
+  EXPECT_NE(files.Versioned("/s/a.js"), v);
+  for (const char* bad : {"/s/../secret.txt", "/s/%2e%2e/secret.txt", "/s/.hidden", "/s/nothing.js"})
+    EXPECT_EQ(get(bad)->status, 404) << bad;
+  server.stop();
+  t.join();
+  fs::remove_all(dir);
+}
+
+TEST(Http, AssetCacheKeepsTheRecentlyUsedWithinItsBytes) {
+  da::http::AssetCache cache(3500);  // three entries of ~1040 bytes (body and compressed forms)
+  int loads = 0;
+  auto get = [&](const std::string& key, const std::string& version) {
+    return cache.Get(key, version, "x", [&] {
+      ++loads;
+      return std::string(1000, key[0]);  // about 1000 bytes kept (compressed forms are tiny)
+    });
+  };
+  get("a", "1"), get("b", "1"), get("a", "1");
+  EXPECT_EQ(loads, 2);
+  get("a", "2");  // a new version is loaded again
+  EXPECT_EQ(loads, 3);
+  get("c", "1"), get("d", "1");  // over 3500 bytes: b, the least recently used, goes
+  get("a", "2");
+  EXPECT_EQ(loads, 5);
+  get("b", "1");
+  EXPECT_EQ(loads, 6);
 }

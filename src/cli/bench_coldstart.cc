@@ -63,7 +63,10 @@ nlohmann::json Measure(const ColdFlags& f, const nlohmann::json& fam, const std:
                  " " + ShellQuote(json + ".tmp") + " --models " + ShellQuote(models) +
                  " --throttle " + ShellQuote(f.throttle) + " --networks " + ShellQuote(f.networks) +
                  " --variants " + ShellQuote(f.variants) + " --budget " + Fmt("%g", f.budget),
-             [](const std::string& line) { std::printf("%s\n", line.c_str()); });
+             [](const std::string& line) {
+               std::printf("%s\n", line.c_str());
+               std::fflush(stdout);
+             });
   fs::rename(json + ".tmp", json);
   return nlohmann::json::parse(ReadFile(json));
 }

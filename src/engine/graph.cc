@@ -320,7 +320,21 @@ Graph Parse(const std::string& bytes) {
     throw UserError("ONNX model: output " + Dims(out.tensors[size_t(out.output)]) +
                     " is not [classes]");
   if (out.output == 0) throw UserError("ONNX model: the output is the input");
-  for (const auto& t : out.tensors) out.largest = std::max(out.largest, Elements(t));
+  int64_t total = 0;
+  for (const auto& t : out.tensors) {
+    out.largest = std::max(out.largest, Elements(t));
+    total += Elements(t);
+  }
+  if (total > kMaxTotal)
+    throw UserError("ONNX model: its tensors hold " + std::to_string(total) +
+                    " values per image; at most " + std::to_string(kMaxTotal));
+  for (const Op& op : out.ops)  // each term <= 2^24 x 2^24: no overflow, and the sum stops early
+    if (op.kind == Op::kConv || op.kind == Op::kGemm) {
+      out.macs += Elements(out.tensors[size_t(op.out)]) * int64_t(op.w.size()) / op.oc;
+      if (out.macs > kMaxMacs)
+        throw UserError("ONNX model: more than " + std::to_string(kMaxMacs) +
+                        " multiply-adds per image");
+    }
   return out;
 }
 

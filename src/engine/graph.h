@@ -8,6 +8,8 @@
 namespace da::engine {
 
 inline constexpr int64_t kMaxElements = 1 << 24;  // a tensor of one image, or a weight
+inline constexpr int64_t kMaxTotal = 1 << 26;     // all tensors of one image
+inline constexpr int64_t kMaxMacs = int64_t(1) << 34;  // multiply-adds per image
 
 // The product of `d` (each in [1, kMaxElements]), saturating past kMaxElements.
 int64_t Elements(const std::vector<int64_t>& d);
@@ -28,6 +30,7 @@ struct Graph {
   std::vector<Op> ops;                        // in execution order
   int output = -1;                            // tensor 0 is the input
   int64_t largest = 0;                        // elements of the largest tensor
+  int64_t macs = 0;                           // multiply-adds of Conv and Gemm per image
 };
 
 // Reads and checks an ONNX file. UserError naming the node and the field for

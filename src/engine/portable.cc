@@ -215,6 +215,7 @@ int64_t PortableModel::channels() const { return g_->tensors[0][0]; }
 int64_t PortableModel::height() const { return g_->tensors[0][1]; }
 int64_t PortableModel::width() const { return g_->tensors[0][2]; }
 int64_t PortableModel::classes() const { return g_->tensors[size_t(g_->output)][0]; }
+int64_t PortableModel::macs() const { return g_->macs; }
 std::string PortableModel::Describe() const { return engine::Describe(*g_); }
 
 void PortableModel::Run(const float* images, int64_t n, float* logits) {

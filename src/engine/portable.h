@@ -37,6 +37,7 @@ class PortableModel {
   int64_t height() const;
   int64_t width() const;
   int64_t classes() const;
+  int64_t macs() const;  // multiply-adds per image
   std::string Describe() const;
 
   // Logits of `n` images (n x C x H x W floats, NCHW) into `logits`

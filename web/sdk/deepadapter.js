@@ -10,9 +10,10 @@
 // A first visit answers at once from the family's smallest branch model
 // (`provisional: true` in results) while the SDK measures the context and
 // downloads the matched model in the background; `da.ready` resolves when the
-// matched model has taken over. A repeat visit matches with the context it
-// measured last (re-measured in the background), so the models, the runtime
-// and the context all come from the browser's caches.
+// matched model has taken over. A repeat visit answers at once with the
+// model it was matched to last (from Cache Storage, the runtime from the HTTP
+// cache) and asks the edge again in the background; its context is
+// re-measured every rematchEveryMs.
 
 import { loadEngine } from './engine.js';
 
@@ -94,31 +95,32 @@ export class DeepAdapter {
   }
 
   async #start() {
-    const t0 = now();
-    this.reference = await (await this.#fetch('/v1/reference')).json();
-    const first = this.reference.first ?? this.reference;
-    const stored = this.#stored();
-    // The runtime and the first model download side by side.
-    const [runtime, firstBytes] = await Promise.all([
-      this.#loadRuntime().then((r) => ((this.timings.runtime = now() - t0), r)),
-      this.options.progressive && !stored ? this.#model(first.url, first.sha256) : null,
-    ]);
-    this.#runtime = runtime;
-    const upgrade = async () => {
-      this.context = stored ?? (await this.measure());
-      if (!stored) this.#remember();
-      await this.#matchAndLoad();
-      this.timings.matched = now() - t0;
-      this.#emit('ready', { match: this.match, timings: this.timings });
-    };
-    if (firstBytes) {
-      this.#session = { session: await this.#open(firstBytes, first.spec.input), match: first, inflight: 0, retired: false, provisional: true };
-      this.timings.firstModel = now() - t0;
-      this.ready = upgrade();
-      this.ready.catch((e) => this.#emit('upgrade-failed', { error: e }));
-    } else {
-      await upgrade();
-      this.ready = Promise.resolve();
+    const t0 = now(), since = () => now() - t0;
+    if (!(await this.#resume(since))) {
+      this.reference = await (await this.#fetch('/v1/reference')).json();
+      const first = this.reference.first ?? this.reference;
+      // The runtime and the first model download side by side.
+      const [runtime, firstBytes] = await Promise.all([
+        this.#loadRuntime().then((r) => ((this.timings.runtime = since()), r)),
+        this.options.progressive ? this.#model(first.url, first.sha256) : null,
+      ]);
+      this.#runtime = runtime;
+      const upgrade = async () => {
+        this.context = await this.measure();
+        await this.#matchAndLoad();
+        this.#remember();
+        this.timings.matched = since();
+        this.#emit('ready', { match: this.match, timings: this.timings });
+      };
+      if (firstBytes) {
+        this.#session = { session: await this.#open(firstBytes, first.spec.input), match: first, inflight: 0, retired: false, provisional: true };
+        this.timings.firstModel = since();
+        this.ready = upgrade();
+        this.ready.catch((e) => this.#emit('upgrade-failed', { error: e }));
+      } else {
+        await upgrade();
+        this.ready = Promise.resolve();
+      }
     }
     if (this.options.rematchEveryMs > 0)
       this.#timer = setInterval(() => this.rematchIfMoved().catch(() => {}), this.options.rematchEveryMs);
@@ -129,14 +131,50 @@ export class DeepAdapter {
     }
   }
 
-  // The context the last visit measured: when recent, on the same runtime,
-  // and the browser's connection hints (where it has them) unchanged.
+  // A repeat visit: the last visit's context, match and runtime files, the
+  // model from Cache Storage and the runtime from the HTTP cache, without a
+  // request to the edge; the edge is asked again in the background (`ready`),
+  // and a different match there swaps models.
+  async #resume(since) {
+    const s = this.#stored();
+    if (!s) return false;
+    try {
+      const bytes = await this.#model(s.match.url, s.match.sha256, { cachedOnly: true });
+      if (!bytes) return false;
+      this.reference = s.reference;
+      this.#runtime = await this.#loadRuntime();
+      this.timings.runtime = since();
+      this.#session = { session: await this.#open(bytes, s.match.spec.input), match: s.match, inflight: 0, retired: false, provisional: false };
+    } catch {
+      this.reference = null;
+      return false; // a first visit's path instead
+    }
+    this.context = s.context;
+    this.match = s.match;
+    this.timings.firstModel = this.timings.matched = since();
+    this.ready = (async () => {
+      this.reference = await (await this.#fetch('/v1/reference')).json();
+      await this.#matchAndLoad();
+      this.#remember();
+      this.#emit('ready', { match: this.match, timings: this.timings });
+    })();
+    this.ready.catch((e) => this.#emit('upgrade-failed', { error: e }));
+    return true;
+  }
+
+  // What the last visit measured and was matched to: when recent, on the same
+  // runtime, budget and inferences, and the browser's connection hints (where it has them) about the
+  // same: the same effective type, downlink and RTT within a factor of 2.
   #stored() {
     try {
       const s = JSON.parse(globalThis.localStorage?.getItem(STORED + this.edge) ?? 'null');
-      const c = navigator.connection, hint = s?.context?.hint;
-      const same = !c || !hint || (c.effectiveType === hint.effectiveType && c.downlink === hint.downlink_mbps && c.rtt === hint.rtt_ms);
-      if (s && same && now() + performance.timeOrigin - s.at < this.options.rememberMs && s.runtime === this.options.runtime) return s.context;
+      if (!s?.context || !s.match?.spec || !s.reference) return null;
+      const c = navigator.connection, hint = s.context.hint;
+      const near = (a, b) => (a > 0 && b > 0 ? Math.abs(Math.log(a / b)) <= Math.log(2) : a === b);
+      const same = !c || !hint || (c.effectiveType === hint.effectiveType && near(c.downlink, hint.downlink_mbps) && near(c.rtt, hint.rtt_ms));
+      const o = this.options;
+      if (same && now() + performance.timeOrigin - s.at < o.rememberMs && s.runtime === o.runtime &&
+          s.budgetMs === o.budgetMs && s.inferences === o.inferences) return s;
     } catch {}
     return null;
   }
@@ -144,7 +182,8 @@ export class DeepAdapter {
   #remember() {
     try {
       globalThis.localStorage?.setItem(STORED + this.edge, JSON.stringify({
-        at: now() + performance.timeOrigin, runtime: this.options.runtime, context: this.context,
+        at: now() + performance.timeOrigin, runtime: this.options.runtime, budgetMs: this.options.budgetMs,
+        inferences: this.options.inferences, context: this.context, match: this.match, reference: this.reference,
       }));
     } catch {}
   }
@@ -336,6 +375,7 @@ export class DeepAdapter {
       if (!moved(net.downlink_kbps, this.context.downlink_kbps) && !moved(net.rtt_ms, this.context.rtt_ms)) return false;
       this.context = { ...this.context, ...net };
       const swapped = await this.#matchAndLoad();
+      this.#remember();
       this.#emit('rematch', { context: this.context, match: this.match, swapped });
       return swapped;
     })().finally(() => (this.#rematching = null));
@@ -347,12 +387,13 @@ export class DeepAdapter {
     await this.ready;
     this.options.budgetMs = ms;
     const swapped = await this.#matchAndLoad();
+    this.#remember();
     this.#emit('rematch', { context: this.context, match: this.match, swapped });
     return this.match;
   }
 
   // The model file: from Cache Storage when there (hash checked), else downloaded and cached.
-  async #model(url, sha) {
+  async #model(url, sha, { cachedOnly = false } = {}) {
     const full = this.edge + url;
     const cache = globalThis.caches ? await caches.open(CACHE) : null;
     const hit = await cache?.match(full);
@@ -361,6 +402,7 @@ export class DeepAdapter {
       if ((await sha256Hex(bytes)) === sha) return bytes;
       await cache.delete(full);
     }
+    if (cachedOnly) return null;
     const bytes = await (await this.#fetch(url)).arrayBuffer();
     const got = await sha256Hex(bytes);
     if (got !== sha) throw new DeepAdapterError('hash-mismatch', `${url}: sha256 ${got}, expected ${sha}`);

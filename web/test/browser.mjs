@@ -174,6 +174,48 @@ try {
         'a 400 kbit/s network: the SDK measures a downlink under 800 kbit/s');
   check(throttled.match.bytes < fast.match.bytes, `the slow context is matched to a smaller model (${throttled.match.model}, ${throttled.match.bytes} bytes) than the fast one (${fast.match.model}, ${fast.match.bytes} bytes)`);
 
+  // The progressive start, without a remembered context: connect() returns
+  // before the match, answers come from the smallest branch (marked
+  // provisional) on DeepAdapter's runtime, then from the matched model.
+  const prog = await context.newPage();
+  prog.on('pageerror', (e) => errors.push(`progressive page: ${e.message}`));
+  await prog.goto(`${edge}/sdk/package.json`);
+  const p = await prog.evaluate(async () => {
+    const { DeepAdapter } = await import('/sdk/deepadapter.js');
+    const da = await DeepAdapter.connect(location.origin, { rememberMs: 0, rematchEveryMs: 0, threshold: 0 });
+    const matchedAtConnect = da.match !== null;
+    const x = new Float32Array(da.inputShape.reduce((a, b) => a * b, 1)).fill(0.3);
+    const before = await da.classify(x);
+    await da.ready;
+    const after = await da.classify(x);
+    await da.close();
+    return { matchedAtConnect, before: [before.model, before.provisional], after: [after.model, after.provisional],
+             first: da.reference.first.model, match: da.match.model, runtime: da.runtime, timings: da.timings };
+  });
+  await prog.close();
+  check(p.runtime === 'deepadapter-wasm' && !p.matchedAtConnect && p.before[0] === p.first && p.before[1] === true &&
+        p.after[0] === p.match && p.after[1] === false && p.timings.firstModel <= p.timings.matched,
+        `progressive start on DeepAdapter's runtime: ${p.before[0]} answered at ${p.timings.firstModel?.toFixed(0)} ms (provisional), ` +
+        `${p.after[0]} from ${p.timings.matched?.toFixed(0)} ms`);
+  // The cold-start benchmark's tool, one small configuration.
+  const cs = join(tmp, 'coldstart.json');
+  execFileSync('node', [new URL('../tools/coldstart.mjs', import.meta.url).pathname, edge, cs, '--models', 'net,cpu',
+    '--networks', 'wifi', '--throttle', '1', '--variants', 'deepadapter-progressive,ort', '--contexts', join(tmp, 'ctx.json')], { stdio: ['ignore', 'ignore', 'inherit'] });
+  const cold = JSON.parse(readFileSync(cs, 'utf8'));
+  const reloaded = cold.visits.flatMap((v) => Object.entries(v.repeat.assets)
+    .filter(([path, a]) => (!path.startsWith('/v1/') || path.startsWith('/v1/models/')) && a.body_bytes > 0).map(([path]) => path));
+  check(cold.visits.length === 2 && cold.visits.every((v) => v.first.first_ms > 0 && v.first.matched_ms >= v.first.first_ms) &&
+        cold.visits[0].first.assets['/engine/da-engine.wasm']?.bytes > 0 && reloaded.length === 0 &&
+        cold.warm.length === 2 && cold.warm.every((w) => w.deepadapter_ms > 0 && w.ort_ms > 0),
+        `coldstart.mjs: first answers ${cold.visits.map((v) => `${v.variant} ${v.first.first_ms.toFixed(0)} ms`).join(', ')}; ` +
+        `repeat visits download nothing again${reloaded.length ? ` (but: ${reloaded.join(' ')})` : ''}`);
+  // bench coldstart's report of that run.
+  mkdirSync(join(tmp, 'cs'), { recursive: true });
+  writeFileSync(join(tmp, 'cs', 'coldstart.json'), readFileSync(cs));
+  const report = cli('bench', 'coldstart', '--family', join(tmp, 'family'), '--out', join(tmp, 'cs'), '--reuse');
+  check(/goal: runtime <= 200 KB gzipped: met/.test(report) && /goal: a repeat visit downloads no asset or model again: met/.test(report) &&
+        /CPU 1x: geometric mean/.test(report), 'bench coldstart --reuse reports the run: runtime size, repeat visits, warm times');
+
   // The page's own costs for the system evaluation (visit.mjs --page-costs).
   const costs = JSON.parse(execFileSync('node', [new URL('../tools/visit.mjs', import.meta.url).pathname, edge, '--page-costs']).toString());
   check(costs.request_ms > 0 && costs.download_ms >= 0 && Math.max(costs.request_ms, costs.download_ms) < 1000 && costs.visits.length === 3,

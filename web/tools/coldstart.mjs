@@ -11,6 +11,7 @@
 // usage: node coldstart.mjs EDGE_URL OUT.json --models a,b,c
 //          [--throttle 1,4,6] [--networks 3g,slow4g,goal,4g,wifi]
 //          [--variants ort,ort-progressive,deepadapter,deepadapter-progressive] [--budget 30]
+//          [--contexts FILE: the models' contexts, matched once first so the edge caches them]
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,6 +23,7 @@ const networkNames = opt('--networks', '3g,slow4g,goal,4g,wifi').split(',');
 const variants = opt('--variants', 'ort,ort-progressive,deepadapter,deepadapter-progressive').split(',');
 const models = (opt('--models', '') || fail('--models is required')).split(',');
 const budget = Number(opt('--budget', '30'));
+const contextsFile = opt('--contexts', null);  // the models' contexts (default: profiles/contexts.json)
 if (args.length !== 2 || !throttles.every((t) => t >= 1 && t <= 20) || !(budget > 0))
   fail('usage: node coldstart.mjs EDGE_URL OUT.json --models a,b [--throttle 1,4,6] [--networks ...] [--variants ...] [--budget MS]');
 const [edge, outPath] = args;
@@ -42,6 +44,22 @@ const progress = (what) => {
   console.log(`coldstart  ${done}/${total}  elapsed ${el.toFixed(0)} s  ETA ${Number.isNaN(eta) ? '?' : eta.toFixed(0) + ' s'}  ${what}`);
 };
 
+// The edge holds the whole family before timing (a visit's match depends on
+// what the edge has cached): each model's own context is matched, then the
+// cache refreshed until every model is on its disk.
+const standard = JSON.parse(readFileSync(contextsFile ?? join(profiles, 'contexts.json'), 'utf8')).contexts;
+for (const id of models) {
+  const c = standard.find((x) => x.name === id);
+  if (c) await (await fetch(`${edge}/v1/match`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(c) })).json();
+}
+for (let i = 0; ; i++) {
+  await (await fetch(`${edge}/v1/cache/refresh`, { method: 'POST' })).arrayBuffer();
+  const st = await (await fetch(`${edge}/v1/stats`)).json();
+  const onDisk = new Set(st.content.filter((c) => c.on_disk).map((c) => c.id));
+  if (models.every((m) => onDisk.has(m))) break;
+  if (i === 60) fail(`the edge did not cache the whole family (${[...onDisk].join(',')}); give it room (--cache-bytes)`);
+  await new Promise((r) => setTimeout(r, 500));
+}
 // The server compresses each file once, on first request: made before timing.
 const ref = await (await fetch(`${edge}/v1/reference`)).json();
 const warmUrls = [...Object.values(ref.runtimes.deepadapter), ...Object.values(ref.runtimes.ort),
