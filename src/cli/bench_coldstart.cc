@@ -209,7 +209,8 @@ void Report(const ColdFlags& f, const nlohmann::json& r) {
       WriteFileAtomic((fs::path(f.out) / name).string(),
                       SvgPlot(std::string(what[0] == 'f' ? "First answer" : "First answer by the matched model") +
                                   ", cold visit, CPU " + Fmt("%gx", t),
-                              xl, "seconds after navigation start", series));
+                              xl, "seconds after navigation start (log scale)", series,
+                              /*log_y=*/true));
     }
   }
   WriteFileAtomic((fs::path(f.out) / "coldstart.md").string(), md);

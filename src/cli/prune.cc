@@ -25,6 +25,7 @@ struct PruneFlags {
   std::string data, importance = "l1";
   prune::SearchOptions search;
   bool reuse = false, reuse_only = false;
+  double budget_of_base = 0;  // > 0: budgets as this fraction of the base's predicted latency
   std::vector<uint64_t> seeds;  // bench prune: one family per method and seed
 };
 
@@ -38,6 +39,10 @@ void AddPruneOptions(CLI::App* cmd, PruneFlags& f) {
       ->capture_default_str();
   cmd->add_option("--table", f.table, "Latency table")->capture_default_str();
   cmd->add_option("--data", f.data, "Dataset directory (default: the base model's)");
+  cmd->add_option("--budget-of-base", f.budget_of_base,
+                  "Replace each context's budget (and the standard ones') by this fraction of the "
+                  "base model's predicted latency in it (0: keep them)")
+      ->check(CLI::Range(0.0, 10.0));
   AddSearchOptions(cmd, f.search, f.importance);
   cmd->add_flag("--reuse", f.reuse, "Keep a complete output built from the same inputs");
 }
@@ -99,6 +104,15 @@ std::unique_ptr<Loaded> Load(PruneFlags& f) {
   l->standard = context::LoadContexts(f.standard, l->profiles);
   l->contexts = f.contexts.empty() ? l->standard : context::LoadContexts(f.contexts, l->profiles);
   if (!fs::is_directory(f.base)) throw UserError(f.base + ": model directory not found");
+  if (f.budget_of_base > 0) {
+    const nn::ModelSpec spec = nn::ModelSpec::FromJson(
+        nlohmann::json::parse(ReadFile((fs::path(f.base) / nn::kSpecFile).string())));
+    const double ref = l->table.ModelMs(spec);
+    const int64_t bytes = nn::OnnxBytes(spec);
+    for (auto* list : {&l->contexts, &l->standard})
+      for (context::Context& c : *list)
+        c.budget_ms = f.budget_of_base * context::Predict(c, ref, bytes).total_ms;
+  }
   std::string data_dir = f.data;
   if (data_dir.empty()) data_dir = nn::ReadMetrics(f.base).value("data_dir", nn::kFashionMnistDir);
   l->data = nn::LoadDataset(data_dir);

@@ -33,7 +33,16 @@ double TickStep(double span) {
 }  // namespace
 
 std::string SvgPlot(const std::string& title, const std::string& x_label,
-                    const std::string& y_label, const std::vector<Series>& series) {
+                    const std::string& y_label, const std::vector<Series>& drawn, bool log_y) {
+  std::vector<Series> logged;  // with log_y: log10 of y (error bars dropped)
+  if (log_y) {
+    logged = drawn;
+    for (Series& s : logged) {
+      for (double& y : s.y) y = y > 0 ? std::log10(y) : NAN;
+      s.err.clear();
+    }
+  }
+  const std::vector<Series>& series = log_y ? logged : drawn;
   const double W = 720, H = 460, L = 70, R = 180, T = 40, B = 55;
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   auto err = [](const Series& s, size_t i) { return i < s.err.size() ? s.err[i] : 0.0; };
@@ -60,7 +69,21 @@ std::string SvgPlot(const std::string& title, const std::string& x_label,
   o += buf;
   for (int axis = 0; axis < 2; ++axis) {
     double lo = axis ? y0 : x0, hi = axis ? y1 : x1, step = TickStep(hi - lo);
+    if (axis && log_y) {  // 1, 2, 5 times each power of ten
+      for (int e = int(std::floor(lo)); e <= int(std::ceil(hi)); ++e)
+        for (double m : {1.0, 2.0, 5.0}) {
+          const double v = e + std::log10(m);
+          if (v < lo || v > hi) continue;
+          std::snprintf(buf, sizeof buf,
+                        "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#ddd'/><text "
+                        "x='%.1f' y='%.1f' text-anchor='end'>%g</text>\n",
+                        L, W - R, Y(v), Y(v), L - 6, Y(v) + 4, m * std::pow(10.0, e));
+          o += buf;
+        }
+      continue;
+    }
     for (double v = std::ceil(lo / step) * step; v <= hi; v += step) {
+      if (std::abs(v) < step * 1e-9) v = 0;  // not "-0"
       if (axis)
         std::snprintf(buf, sizeof buf,
                       "<line x1='%.1f' x2='%.1f' y1='%.1f' y2='%.1f' stroke='#ddd'/><text x='%.1f' "
@@ -86,12 +109,14 @@ std::string SvgPlot(const std::string& title, const std::string& x_label,
     if (s.lines && s.x.size() > 1) {
       o += "<polyline fill='none' stroke='" + s.color + "' points='";
       for (size_t i = 0; i < s.x.size(); ++i) {
+        if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
         std::snprintf(buf, sizeof buf, "%.1f,%.1f ", X(s.x[i]), Y(s.y[i]));
         o += buf;
       }
       o += "'/>\n";
     }
     for (size_t i = 0; i < s.x.size(); ++i) {
+      if (!std::isfinite(s.x[i]) || !std::isfinite(s.y[i])) continue;
       if (err(s, i) > 0 && std::isfinite(err(s, i))) {
         std::snprintf(buf, sizeof buf,
                       "<path d='M%.1f %.1fV%.1fM%.1f %.1fh10M%.1f %.1fh10' stroke='%s'/>\n",

@@ -12,8 +12,10 @@ struct Series {
   std::vector<double> err;  // optional: error bars, y ± err[i]
 };
 
-// A scatter (or line) plot with axes, ticks, labels and a legend, as SVG text.
+// A scatter (or line) plot with axes, ticks, labels and a legend, as SVG text;
+// with log_y, a logarithmic y axis (points at y <= 0 left out).
 std::string SvgPlot(const std::string& title, const std::string& x_label,
-                    const std::string& y_label, const std::vector<Series>& series);
+                    const std::string& y_label, const std::vector<Series>& series,
+                    bool log_y = false);
 
 }  // namespace da

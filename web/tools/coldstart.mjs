@@ -44,20 +44,20 @@ const progress = (what) => {
   console.log(`coldstart  ${done}/${total}  elapsed ${el.toFixed(0)} s  ETA ${Number.isNaN(eta) ? '?' : eta.toFixed(0) + ' s'}  ${what}`);
 };
 
-// The edge holds the whole family before timing (a visit's match depends on
-// what the edge has cached): each model's own context is matched, then the
-// cache refreshed until every model is on its disk.
-const standard = JSON.parse(readFileSync(contextsFile ?? join(profiles, 'contexts.json'), 'utf8')).contexts;
-for (const id of models) {
-  const c = standard.find((x) => x.name === id);
-  if (c) await (await fetch(`${edge}/v1/match`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(c) })).json();
-}
+// The edge in its steady state before timing (a visit's match depends on what
+// the edge has cached): the models' contexts are matched and the cache
+// refreshed until every context's ideal model is cached.
+const standard = JSON.parse(readFileSync(contextsFile ?? join(profiles, 'contexts.json'), 'utf8')).contexts
+  .filter((c) => models.includes(c.name));
 for (let i = 0; ; i++) {
+  const missing = [];
+  for (const c of standard) {
+    const m = await (await fetch(`${edge}/v1/match`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(c) })).json();
+    if (!m.ideal_cached) missing.push(m.ideal);
+  }
+  if (!missing.length) break;
+  if (i === 60) fail(`the edge did not cache ${[...new Set(missing)].join(', ')}; give it room (--cache-bytes)`);
   await (await fetch(`${edge}/v1/cache/refresh`, { method: 'POST' })).arrayBuffer();
-  const st = await (await fetch(`${edge}/v1/stats`)).json();
-  const onDisk = new Set(st.content.filter((c) => c.on_disk).map((c) => c.id));
-  if (models.every((m) => onDisk.has(m))) break;
-  if (i === 60) fail(`the edge did not cache the whole family (${[...onDisk].join(',')}); give it room (--cache-bytes)`);
   await new Promise((r) => setTimeout(r, 500));
 }
 // The server compresses each file once, on first request: made before timing.
