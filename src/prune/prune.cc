@@ -85,7 +85,10 @@ std::map<std::string, std::string> UnitOfLayer(const ModelSpec& spec) {
 }
 
 torch::Tensor Param(nn::NetImpl& net, const std::string& name) {
-  auto* p = net.named_parameters().find(name);
+  // The dictionary must outlive the lookup: find() points into it (AddressSanitizer
+  // caught a read after the temporary was freed).
+  const auto params = net.named_parameters();
+  const auto* p = params.find(name);
   if (!p) throw std::logic_error("no parameter " + name);
   return *p;
 }
