@@ -232,7 +232,10 @@ TEST(Services, UnservableContextsBecomePruneRequestsThatAddABranch) {
   EXPECT_TRUE(WaitFor(*cloud, "/v1/catalog",
                       [&](const json& c) { return c["models"].size() == before + 1; }));
   json added = Get(*cloud, "/v1/catalog")["models"].back();
-  json status = Get(*cloud, "/v1/prune-requests/" + added["id"].get<std::string>());
+  // The request is marked done just after its model enters the catalog.
+  const std::string request = "/v1/prune-requests/" + added["id"].get<std::string>();
+  EXPECT_TRUE(WaitFor(*cloud, request, [](const json& s) { return s["state"] == "done"; }));
+  json status = Get(*cloud, request);
   EXPECT_EQ(status["state"], "done");
   EXPECT_EQ(status["model"], added["id"]);
   // The edge learns the new branch from the catalog (it counts branches only:
