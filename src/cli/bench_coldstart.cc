@@ -40,13 +40,7 @@ nlohmann::json Measure(const ColdFlags& f, const nlohmann::json& fam, const std:
     return nlohmann::json::parse(ReadFile(json));
   }
   TempDir tmp("da-bench-coldstart");
-  cloud::CloudConfig cc;
-  cc.repo_dir = (tmp.path() / "repo").string();
-  cc.family_dir = f.family;
-  cc.profiles_dir = f.profiles;
-  cc.table_path = f.table;
-  cc.standard_path = SourcePath("profiles/contexts.json");
-  LocalCloud cloud(cc);
+  LocalCloud cloud(FamilyCloud(tmp.path().string(), f.family, f.profiles, f.table));
   edge::EdgeConfig ec;
   ec.cloud_url = cloud.url();
   ec.state_dir = (tmp.path() / "state").string();

@@ -175,12 +175,7 @@ std::pair<double, std::vector<double>> Load(int port, int clients, double second
 
 void ServiceBench(const Flags& f) {
   TempDir tmp("da-bench-edge");
-  cloud::CloudConfig cc;
-  cc.repo_dir = (tmp.path() / "repo").string();
-  cc.family_dir = f.family;
-  cc.profiles_dir = f.profiles;
-  cc.table_path = f.table;
-  cc.standard_path = SourcePath("profiles/contexts.json");
+  cloud::CloudConfig cc = FamilyCloud(tmp.path().string(), f.family, f.profiles, f.table);
   cc.data_dir = nn::kFashionMnistDir;
   LocalCloud cloud(cc);
   struct Run {

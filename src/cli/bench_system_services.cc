@@ -214,12 +214,7 @@ AgainstServices RunServices(const SystemFlags& f, const sim::SystemInput& in,
                             std::string* report) {
   AgainstServices out;
   TempDir tmp("da-bench-system");
-  cloud::CloudConfig cc;
-  cc.repo_dir = (tmp.path() / "repo").string();
-  cc.family_dir = f.family;
-  cc.profiles_dir = f.profiles;
-  cc.table_path = f.table;
-  cc.standard_path = SourcePath("profiles/contexts.json");
+  cloud::CloudConfig cc = FamilyCloud(tmp.path().string(), f.family, f.profiles, f.table);
   cc.data_dir = f.data;
   cc.batching.max_batch = f.max_batch;
   cc.server.threads = f.clients + 32;

@@ -5,9 +5,21 @@
 #include <chrono>
 #include <nlohmann/json.hpp>
 
+#include "cli/commands.h"
 #include "common/error.h"
 
 namespace da::cli {
+
+cloud::CloudConfig FamilyCloud(const std::string& dir, const std::string& family,
+                               const std::string& profiles, const std::string& table) {
+  cloud::CloudConfig c;
+  c.repo_dir = dir + "/repo";
+  c.family_dir = family;
+  c.profiles_dir = profiles;
+  c.table_path = table;
+  c.standard_path = SourcePath("profiles/contexts.json");
+  return c;
+}
 
 LocalCloud::LocalCloud(const cloud::CloudConfig& c)
     : cloud_(std::make_unique<cloud::Cloud>(c)), thread_([this] { cloud_->Run(); }) {}

@@ -10,6 +10,10 @@
 
 namespace da::cli {
 
+// The cloud of a benchmark: a fresh repository under `dir` importing `family`.
+cloud::CloudConfig FamilyCloud(const std::string& dir, const std::string& family,
+                               const std::string& profiles, const std::string& table);
+
 class LocalCloud {
  public:
   explicit LocalCloud(const cloud::CloudConfig& c);
