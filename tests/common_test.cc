@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <future>
+#include <mutex>
 #include <filesystem>
 #include <thread>
 
@@ -110,6 +114,63 @@ TEST(Http, CorsOnlyForConfiguredOrigins) {
   auto refused = c.Options("/x", {{"Origin", "https://evil.example"}});
   ASSERT_TRUE(refused);
   EXPECT_EQ(refused->status, 403);
+  server.stop();
+  t.join();
+}
+
+// Beyond `threads` connections served and as many waiting, a connection gets
+// 503 with Retry-After at once; the waiting ones are served when threads free.
+TEST(Http, BeyondCapacityConnectionsGet503WithRetryAfter) {
+  da::Metrics metrics;
+  da::http::ServerOptions o;
+  o.threads = 2;
+  da::http::Server server(o);
+  da::http::Configure(server, o, metrics, [](const std::string&) { return "x"; });
+  std::mutex mu;
+  std::condition_variable cv;
+  bool release = false;
+  std::atomic<int> busy{0};
+  server.Get("/hold", [&](const httplib::Request&, httplib::Response& res) {
+    ++busy;
+    std::unique_lock lock(mu);
+    cv.wait(lock, [&] { return release; });
+    da::http::Json(res, {{"ok", true}});
+  });
+  const int port = da::http::Bind(server, o);
+  std::thread t([&] { server.listen_after_bind(); });
+  auto get = [port] {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(20);
+    return c.Get("/hold");
+  };
+  // Two served (holding both threads), then two waiting.
+  std::vector<std::future<httplib::Result>> held;
+  for (int i = 0; i < 2; ++i) held.push_back(std::async(std::launch::async, get));
+  for (int i = 0; i < 200 && busy < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(busy, 2);
+  for (int i = 0; i < 2; ++i) held.push_back(std::async(std::launch::async, get));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // The next ones are turned away at once.
+  for (int i = 0; i < 3; ++i) {
+    const auto start = std::chrono::steady_clock::now();
+    auto res = get();
+    ASSERT_TRUE(res) << httplib::to_string(res.error());
+    EXPECT_EQ(res->status, 503);
+    EXPECT_EQ(res->get_header_value("Retry-After"), "1");
+    EXPECT_NE(res->body.find("capacity"), std::string::npos);
+    EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(), 2);
+  }
+  {
+    std::lock_guard lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  for (auto& f : held) {
+    auto res = f.get();
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 200);
+  }
+  EXPECT_EQ(busy, 4);
   server.stop();
   t.join();
 }

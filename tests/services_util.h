@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -34,6 +35,8 @@ class Server {
  public:
   Server(const std::string& name, const std::vector<std::string>& args)
       : log_(Tmp() / (name + "-" + std::to_string(++count_) + ".log")) {
+    std::cout.flush();  // else the child writes what the parent had buffered again
+    std::fflush(nullptr);
     pid_ = ::fork();
     if (pid_ == 0) {
       std::FILE* f = std::freopen(log_.c_str(), "a", stdout);
@@ -71,6 +74,7 @@ class Server {
     pid_ = -1;
   }
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   httplib::Client Client() const {
     httplib::Client c("127.0.0.1", port_);

@@ -301,6 +301,8 @@ struct Cloud::Impl {
   }
 
   void RunPrune(const std::string& id, const nlohmann::json& ctx_json) {
+    // Its model entered the catalog before a crash cut the request's own save.
+    if (repo.Find(id)) return;
     // The search reads the base as a model directory; written by the first request.
     const auto rec = *repo.Find("base");
     const fs::path base_dir =

@@ -9,7 +9,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
 #include <set>
 
 #include "common/error.h"
@@ -185,10 +189,82 @@ void AddCors(const ServerOptions& o, const httplib::Request& req, httplib::Respo
   res.set_header("Access-Control-Expose-Headers", "ETag, Inference-Header-Content-Length");
 }
 
+thread_local bool overloaded = false;  // this connection is to be turned away
+
+// Answers a connection turned away for lack of threads: what of its request
+// already arrived is read (so closing does not reset the connection before
+// the answer is read), then 503 with Retry-After.
+void TurnAway(socket_t sock) {
+  char buf[16384];
+  while (::recv(sock, buf, sizeof buf, MSG_DONTWAIT) > 0) {
+  }
+  static const std::string body =
+      R"({"error": "the server is at capacity; retry after the time in Retry-After"})";
+  const std::string answer =
+      "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: "
+      "application/json\r\nContent-Length: " +
+      std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+  ::send(sock, answer.data(), answer.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+}
+
 }  // namespace
+
+class Server::Pool : public httplib::TaskQueue {
+ public:
+  Pool(int threads, size_t max_waiting) : max_waiting_(max_waiting) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Work(false); });
+    threads_.emplace_back([this] { Work(true); });  // turns connections away
+  }
+  void enqueue(std::function<void()> fn) override {
+    {
+      std::lock_guard lock(mu_);
+      (jobs_.size() < max_waiting_ ? jobs_ : away_).push_back(std::move(fn));
+    }
+    cv_.notify_all();
+  }
+  void shutdown() override {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+  bool Waiting() {
+    std::lock_guard lock(mu_);
+    return !jobs_.empty();
+  }
+
+ private:
+  void Work(bool turn_away) {
+    overloaded = turn_away;
+    auto& queue = turn_away ? away_ : jobs_;
+    for (;;) {
+      std::function<void()> fn;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || !queue.empty(); });
+        if (queue.empty()) return;  // stopping, nothing left
+        fn = std::move(queue.front());
+        queue.pop_front();
+      }
+      fn();
+    }
+  }
+  const size_t max_waiting_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> jobs_, away_;
+  std::vector<std::thread> threads_;
+  bool stop_ = false;
+};
 
 Server::Server(const ServerOptions& o) : opts_(o) {
   opts_.Validate();
+  new_task_queue = [this] {
+    pool_ = new Pool(opts_.threads, static_cast<size_t>(opts_.threads));
+    return pool_;
+  };
   // Our connection loop below honours these; httplib announces them in Keep-Alive.
   set_keep_alive_max_count(100);
   set_keep_alive_timeout(2);
@@ -224,13 +300,17 @@ bool Server::process_and_close_socket(socket_t sock) {
   // and the client's delayed ACK hold every small answer back ~40 ms.
   const int one = 1;
   ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  {
+  if (overloaded) {
+    TurnAway(sock);
+  } else {
     GuardedStream strm(sock, opts_, slow_);
     for (size_t left = keep_alive_max_count_; left > 0 && svr_sock_ != INVALID_SOCKET; --left) {
-      // Wait for the next request (keep-alive), watching for stop().
+      // Wait for the next request (keep-alive), watching for stop() and for
+      // connections waiting for a thread.
       bool ready = strm.buffered();
       for (auto until = Clock::now() + std::chrono::seconds(keep_alive_timeout_sec_);
-           !ready && svr_sock_ != INVALID_SOCKET && Clock::now() < until;) {
+           !ready && svr_sock_ != INVALID_SOCKET && Clock::now() < until &&
+           !(left < keep_alive_max_count_ && pool_->Waiting());) {
         pollfd p{sock, POLLIN, 0};
         ready = ::poll(&p, 1, 100) > 0;
       }
@@ -304,8 +384,6 @@ void Configure(Server& server, const ServerOptions& o, Metrics& metrics,
                std::function<std::string(const std::string& path)> endpoint) {
   o.Validate();
   metrics.Declare("http_requests_total", "counter", "HTTP requests by endpoint and status");
-  const int threads = o.threads;
-  server.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   server.set_payload_max_length(o.max_body_bytes);
   // CORS headers on every answer to an allowed origin (preflights: Server).
   auto cors = [o](const httplib::Request& req, httplib::Response& res) { AddCors(o, req, res); };

@@ -17,7 +17,7 @@ struct ServerOptions {
   std::string host = "127.0.0.1";  // loopback unless configured otherwise
   int port = 0;                    // 0: any free port
   size_t max_body_bytes = 8 << 20;
-  int threads = 64;               // connections served at once
+  int threads = 256;              // connections served at once (as many more may wait)
   double request_timeout_s = 20;  // a request's head and body must arrive within this
   // Endpoints that change state (RequireToken) want "Authorization: Bearer
   // <token>" when a token is set; without one they serve loopback binds only.
@@ -46,14 +46,21 @@ void RequireToken(const httplib::Request& req, const ServerOptions& o);
 //  - Range headers are ignored: the full 200 answer is always sent;
 //  - CORS preflights (OPTIONS with an Origin) are answered for cors_origins
 //    (204 with the allowed methods and headers), 403 for other origins.
+// and per server: `threads` connections are served at once and as many more
+// may wait; beyond that a connection gets 503 with Retry-After at once
+// (0.11 queues them without limit). While some wait, a connection idle
+// between keep-alive requests is closed, so threads serve requests, not
+// idle connections.
 class Server : public httplib::Server {
  public:
   explicit Server(const ServerOptions& o);
 
  private:
+  class Pool;
   bool process_and_close_socket(socket_t sock) override;
   ServerOptions opts_;
   std::atomic<int> slow_{0};
+  Pool* pool_ = nullptr;  // owned by httplib (new_task_queue)
 };
 
 void Json(httplib::Response& res, const nlohmann::json& body, int status = 200);
