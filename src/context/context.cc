@@ -5,17 +5,10 @@
 
 #include "common/error.h"
 #include "common/fs.h"
+#include "nn/model_files.h"
 
 namespace da::context {
 namespace {
-
-nlohmann::json ParseJsonFile(const std::string& path) {
-  try {
-    return nlohmann::json::parse(ReadFile(path));
-  } catch (const nlohmann::json::exception& e) {
-    throw UserError(path + ": not valid JSON: " + e.what());
-  }
-}
 
 // A positive finite number at j[key]; UserError naming `what` otherwise.
 double Positive(const nlohmann::json& j, const char* key, const std::string& what) {
@@ -68,7 +61,7 @@ Profiles Profiles::Load(const std::string& dir) {
     if (!names.insert(name).second) throw UserError(what + ": duplicate name '" + name + "'");
   };
   const std::string dev_path = dir + "/devices.json", net_path = dir + "/networks.json";
-  const nlohmann::json devices = ParseJsonFile(dev_path), networks = ParseJsonFile(net_path);
+  const nlohmann::json devices = nn::ReadJsonFile(dev_path), networks = nn::ReadJsonFile(net_path);
   for (const auto& d : List(devices, "devices", dev_path)) {
     std::string what = dev_path + ": device";
     DeviceClass c;
@@ -173,7 +166,7 @@ nlohmann::json Context::ToJson() const {
 std::vector<Context> LoadContexts(const std::string& path, const Profiles& profiles) {
   std::vector<Context> out;
   std::set<std::string> names;
-  const nlohmann::json file = ParseJsonFile(path);
+  const nlohmann::json file = nn::ReadJsonFile(path);
   for (const auto& j : List(file, "contexts", path)) {
     try {
       out.push_back(Context::FromJson(j, profiles));

@@ -14,15 +14,6 @@ namespace {
 std::string Join(const std::string& dir, const char* file) {
   return (fs::path(dir) / file).string();
 }
-
-nlohmann::json ParseJsonFile(const std::string& path) {
-  std::string text = ReadFile(path);
-  try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    throw UserError(path + ": not valid JSON (" + e.what() + ")");
-  }
-}
 }  // namespace
 
 Net LoadModelDir(const std::string& dir) {
@@ -30,7 +21,7 @@ Net LoadModelDir(const std::string& dir) {
   ModelSpec spec;
   std::string spec_path = Join(dir, kSpecFile);
   try {
-    spec = ModelSpec::FromJson(ParseJsonFile(spec_path));
+    spec = ModelSpec::FromJson(ReadJsonFile(spec_path));
   } catch (const UserError& e) {
     std::string what = e.what();
     throw UserError(what.starts_with(spec_path) ? what : spec_path + ": " + what);
@@ -39,10 +30,6 @@ Net LoadModelDir(const std::string& dir) {
   LoadWeights(*net, Join(dir, kWeightsFile));
   net->eval();
   return net;
-}
-
-nlohmann::json ReadMetrics(const std::string& dir) {
-  return ParseJsonFile(Join(dir, kMetricsFile));
 }
 
 void SaveModelDir(const std::string& dir, NetImpl& net, const nlohmann::json& metrics) {

@@ -6,19 +6,13 @@
 
 #include "nn/dataset.h"
 #include "nn/model.h"
+#include "nn/model_files.h"
 #include "nn/train.h"
 
 namespace da::nn {
 
-inline constexpr const char* kSpecFile = "spec.json";
-inline constexpr const char* kWeightsFile = "weights.pt";
-inline constexpr const char* kMetricsFile = "metrics.json";
-inline constexpr const char* kOnnxFile = "model.onnx";
-
 // Reads DIR/spec.json and DIR/weights.pt. Throws UserError naming what is wrong.
 Net LoadModelDir(const std::string& dir);
-// Reads DIR/metrics.json (UserError when missing or not JSON).
-nlohmann::json ReadMetrics(const std::string& dir);
 
 // Writes weights, spec and metrics, each atomically, metrics last.
 void SaveModelDir(const std::string& dir, NetImpl& net, const nlohmann::json& metrics);

@@ -5,7 +5,7 @@
 #include "common/error.h"
 #include "common/fs.h"
 #include "common/sha256.h"
-#include "nn/model_dir.h"
+#include "nn/model_files.h"
 
 namespace da::repo {
 namespace fs = std::filesystem;
