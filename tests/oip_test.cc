@@ -127,6 +127,9 @@ TEST(OpenInferenceProtocol, RejectsBadRequestsWith400) {
       Request("FP32", {0, 784}, px),                           // no images
       Request("FP32", {9, 784}, std::vector<float>(9 * 784)),  // over the limit
       Request("FP32", {-1, 784}, px),
+      Request("FP32", {1000000000, 784}, px),          // absurd shapes: refused before
+      Request("FP32", {1, 1000000000}, px),            // anything is allocated
+      Request("FP32", {1000000000, 1000000000}, px),
       Request("FP32", {1, 784}, nan_px),  // NaN: JSON null
       "{\"inputs\": [{\"name\": \"input\", \"shape\": [1, 784], \"datatype\": \"FP32\", "
       "\"data\": [NaN]}]}",

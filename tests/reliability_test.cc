@@ -1,6 +1,8 @@
 // Reliability of the services (issue 16): outages, a frozen cloud, hostile
 // HTTP, a full inference queue. Real processes, as in services_test.cc;
 // docs/RELIABILITY.md lists what each test guarantees.
+#include <atomic>
+
 #include "common/sha256.h"
 #include "services_util.h"
 
@@ -79,6 +81,58 @@ TEST(Services, FrozenCloudIsNoticedAndNeverBlocksBrowsers) {
   EXPECT_EQ(res->status, 200);
 }
 
+// A cloud answering garbage (200s whose bodies are not what was asked): the
+// edge keeps its catalog, serves its cached model intact, and sends no
+// browser a byte it did not verify.
+TEST(Services, GarbageFromTheCloudIsRefusedAndTheEdgeKeepsServing) {
+  auto cloud = StartCloud((Tmp() / "repo-garbage").string());
+  const std::string state = (Tmp() / "state-garbage").string();
+  json m;
+  {
+    auto edge = StartEdge(cloud->url(), state);
+    ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+    m = Post(*edge, "/v1/match", kNetContext);
+    auto res = edge->Client().Get(m["url"].get<std::string>());
+    ASSERT_TRUE(res && res->status == 200);
+    ASSERT_TRUE(Cached(*edge, m["model"]));
+  }
+  httplib::Server garbage;
+  std::atomic<int> asked{0};
+  auto answer = [&](const httplib::Request&, httplib::Response& res) {
+    const int n = ++asked;
+    res.set_content(std::string(1, '\0') + R"({"models": [{"id": "../x"}]})" +
+                        std::string(static_cast<size_t>(n % 7), 'z'),
+                    n % 2 ? "application/json" : "application/octet-stream");
+  };
+  garbage.Get(".*", answer);
+  garbage.Post(".*", answer);
+  const int port = garbage.bind_to_any_port("127.0.0.1");
+  std::thread serving([&] { garbage.listen_after_bind(); });
+  {
+    auto edge = StartEdge("http://127.0.0.1:" + std::to_string(port), state);
+    ASSERT_TRUE(WaitFor(*edge, "/healthz", Ready));
+    const auto start = std::chrono::steady_clock::now();
+    while (Seconds(start) < 3) {  // several catalog refreshes and cache fills
+      json again = Post(*edge, "/v1/match", kNetContext);
+      EXPECT_EQ(again["model"], m["model"]);
+      auto res = edge->Client().Get(m["url"].get<std::string>());
+      ASSERT_TRUE(res);
+      EXPECT_EQ(res->status, 200);
+      EXPECT_EQ(da::Sha256Hex(res->body), m["sha256"]);
+      // The branch it never had: refused, not garbage.
+      res = edge->Client().Get("/v1/models/cpu.onnx");
+      ASSERT_TRUE(res);
+      EXPECT_EQ(res->status, 503) << res->body.substr(0, 200);
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    EXPECT_GT(asked, 0);
+    EXPECT_TRUE(Cached(*edge, m["model"]));
+    EXPECT_EQ(Get(*edge, "/v1/stats")["catalog_models"], 2);
+  }
+  garbage.stop();
+  serving.join();
+}
+
 // A model fetched for a visitor is kept when there is room (no second fetch),
 // and the base model's file is served from the edge's state.
 TEST(Services, FetchedModelsAreKeptAndTheBaseIsServedLocally) {
@@ -134,6 +188,10 @@ TEST(Services, HostileRequestsAreBounded) {
           "POST /v1/match HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n",
           std::string(300000, ' '), 30);
   EXPECT_NE(StatusOf(a), 200) << a.substr(0, 200);
+  // A header past the head's bound: refused, never read on.
+  a = Raw(edge->port(), "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(100000, 'a') +
+                            "\r\n\r\n");
+  EXPECT_TRUE(a.empty() || (StatusOf(a) >= 400 && StatusOf(a) < 500)) << a.substr(0, 200);
   // Ranges are ignored: the whole model, 200.
   const std::string sha = Post(*edge, "/v1/match", kNetContext)["sha256"];
   for (const char* range : {"bytes=0-9", "bytes=0-1,2-3,4-5,6-7"}) {

@@ -98,10 +98,16 @@ json Post(const Server& s, const std::string& path, const std::string& body, int
   return json::parse(res->body, nullptr, false);
 }
 
-// Waits until `pred(GET path)` holds (at most ~30 s).
+// Waits until `pred(GET path)` holds (at most ~30 s; 120 s under
+// ThreadSanitizer, whose programs run 5-15x slower).
 bool WaitFor(const Server& s, const std::string& path,
              const std::function<bool(const json&)>& pred) {
-  for (int i = 0; i < 300; ++i) {
+#ifdef __SANITIZE_THREAD__
+  constexpr int kTries = 1200;
+#else
+  constexpr int kTries = 300;
+#endif
+  for (int i = 0; i < kTries; ++i) {
     auto res = s.Client().Get(path);
     if (res && res->status == 200) {
       json j = json::parse(res->body, nullptr, false);

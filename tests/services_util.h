@@ -95,7 +95,7 @@ std::unique_ptr<Server> StartEdge(const std::string& cloud_url, const std::strin
                                   std::vector<std::string> extra = {});
 json Get(const Server& s, const std::string& path, int expect = 200);
 json Post(const Server& s, const std::string& path, const std::string& body, int expect = 200);
-// Waits until `pred(GET path)` holds (at most ~30 s).
+// Waits until `pred(GET path)` holds (at most ~30 s, longer under TSan).
 bool WaitFor(const Server& s, const std::string& path,
              const std::function<bool(const json&)>& pred);
 bool Ready(const json& health);  // catalog and base model loaded

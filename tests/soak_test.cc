@@ -19,7 +19,14 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr int kBrowsers = 200;
-constexpr double kRssBoundMb = 1024;  // the edge's resident memory, at most
+// The edge's resident memory, at most (ThreadSanitizer's shadow memory
+// multiplies it: not checked there).
+constexpr double kRssBoundMb = 512;
+#ifdef __SANITIZE_THREAD__
+constexpr bool kCheckRss = false;
+#else
+constexpr bool kCheckRss = true;
+#endif
 
 double RssMb(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -51,6 +58,17 @@ TEST(Soak, TwoHundredBrowsers) {
   std::map<std::string, std::vector<double>> ms;  // per kind of request
   std::vector<std::string> errors;
   int error_count = 0;
+  std::atomic<int> resent{0};
+  // As a browser does, a request whose reused connection the server closed
+  // before it was written is sent again, once, on a new connection.
+  auto send = [&](auto&& request) {
+    httplib::Result r = request();
+    if (!r && r.error() == httplib::Error::Write) {
+      ++resent;
+      r = request();
+    }
+    return r;
+  };
   auto record = [&](const std::string& kind, Clock::time_point start, const std::string& error) {
     const double took = std::chrono::duration<double, std::milli>(Clock::now() - start).count();
     std::lock_guard lock(mu);
@@ -78,7 +96,8 @@ TEST(Soak, TwoHundredBrowsers) {
         c.set_keep_alive(true);
         c.set_read_timeout(30);
         auto t = Clock::now();
-        auto m = c.Post("/v1/match", contexts[rng() % contexts.size()], "application/json");
+        const std::string& context = contexts[rng() % contexts.size()];
+        auto m = send([&] { return c.Post("/v1/match", context, "application/json"); });
         json j = m ? json::parse(m->body, nullptr, false) : json();
         if (!m || m->status != 200 || j.is_discarded() || !j.contains("url")) {
           record("match", t, describe(m));
@@ -91,7 +110,7 @@ TEST(Soak, TwoHundredBrowsers) {
         httplib::Headers h;
         if (etags.count(url)) h.emplace("If-None-Match", etags[url]);
         t = Clock::now();
-        auto d = c.Get(url, h);
+        auto d = send([&] { return c.Get(url, h); });
         const bool conditional = !h.empty();
         if (d && d->status == 304 && conditional) {
           record("download 304", t, "");
@@ -105,7 +124,8 @@ TEST(Soak, TwoHundredBrowsers) {
         for (int f = fallbacks(rng); f > 0 && Clock::now() < end; --f) {
           pause();
           t = Clock::now();
-          auto r = c.Post("/v2/models/base/infer", InferBody(images(rng)), "application/json");
+          const std::string body = InferBody(images(rng));
+          auto r = send([&] { return c.Post("/v2/models/base/infer", body, "application/json"); });
           record("fallback", t, r && r->status == 200 ? "" : describe(r));
         }
         pause();
@@ -128,13 +148,15 @@ TEST(Soak, TwoHundredBrowsers) {
                 v.size(), Quantile(v, 0.5), Quantile(v, 0.99), Quantile(v, 1.0));
   }
   const double peak = *std::max_element(rss.begin(), rss.end());
-  std::printf("  %zu requests, %d errors; edge resident memory %.0f MB after 1 s, %.0f MB after "
+  std::printf("  %zu requests, %d errors, %d sent again on a new connection; edge resident memory %.0f MB after 1 s, %.0f MB after "
               "a tenth of the run, %.0f MB at the end, peak %.0f MB (bound %.0f MB)\n",
-              total, error_count, rss.front(), rss[rss.size() / 10], rss.back(), peak,
+              total, error_count, resent.load(), rss.front(), rss[rss.size() / 10], rss.back(), peak,
               kRssBoundMb);
   std::fflush(stdout);
   EXPECT_EQ(error_count, 0) << errors.front();
-  EXPECT_LT(peak, kRssBoundMb);
+  if (kCheckRss) {
+    EXPECT_LT(peak, kRssBoundMb);
+  }
   EXPECT_GT(ms["fallback"].size(), static_cast<size_t>(kBrowsers));
   EXPECT_GT(ms["download 304"].size(), 0u);
 }
