@@ -59,11 +59,12 @@ TEST(Soak, TwoHundredBrowsers) {
   std::vector<std::string> errors;
   int error_count = 0;
   std::atomic<int> resent{0};
-  // As a browser does, a request whose reused connection the server closed
-  // before it was written is sent again, once, on a new connection.
+  // As a browser does, a request whose kept-alive connection the server
+  // closed (idle, as it may) before the request or its answer went through
+  // is sent again, once, on a new connection; counted and reported.
   auto send = [&](auto&& request) {
     httplib::Result r = request();
-    if (!r && r.error() == httplib::Error::Write) {
+    if (!r && (r.error() == httplib::Error::Write || r.error() == httplib::Error::Read)) {
       ++resent;
       r = request();
     }
