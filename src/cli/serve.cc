@@ -27,7 +27,8 @@ void AddServerOptions(CLI::App* cmd, http::ServerOptions& s, int default_port) {
       ->check(CLI::Range(0, 65535));
   cmd->add_option("--max-body", s.max_body_bytes, "Largest request body (bytes)")
       ->capture_default_str();
-  cmd->add_option("--server-threads", s.threads, "Connections served at once (as many more may wait; beyond: 503)")
+  cmd->add_option("--server-threads", s.threads,
+                  "Connections served at once (as many more may wait; beyond: 503)")
       ->capture_default_str();
   cmd->add_option("--request-timeout", s.request_timeout_s,
                   "A request's head and body must arrive within this (s)")
