@@ -32,11 +32,6 @@ struct Log {
   }
 };
 
-std::string Describe(const httplib::Result& res) {
-  return res ? std::to_string(res->status) + " " + res->body.substr(0, 200)
-             : httplib::to_string(res.error());
-}
-
 }  // namespace
 
 // Four clients (matches, model downloads with and without If-None-Match,

@@ -136,14 +136,8 @@ TEST(Services, SixtyFourConcurrentClientsMixingRequests) {
         } else {
           ++bad;
           std::lock_guard lock(mu);
-          failures +=
-              "kind " + std::to_string(kind) + " request " + std::to_string(i) + " after " +
-              std::to_string(
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count()) +
-              " s: " +
-              (res ? std::to_string(res->status) + " " + res->body
-                   : httplib::to_string(res.error())) +
-              "\n";
+          failures += "kind " + std::to_string(kind) + " request " + std::to_string(i) +
+                      " after " + std::to_string(Seconds(start)) + " s: " + Describe(res) + "\n";
         }
       }
     });

@@ -195,6 +195,11 @@ int StatusOf(const std::string& answer) {
   return answer.starts_with("HTTP/1.1 ") ? std::atoi(answer.c_str() + 9) : 0;
 }
 
+std::string Describe(const httplib::Result& res) {
+  return res ? std::to_string(res->status) + " " + res->body.substr(0, 200)
+             : httplib::to_string(res.error());
+}
+
 double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }

@@ -109,6 +109,8 @@ std::string Raw(int port, const std::string& head, const std::string& body = "",
                 std::chrono::milliseconds gap = {},
                 std::chrono::seconds timeout = std::chrono::seconds(20));
 int StatusOf(const std::string& answer);
+// A result for a failure message: status and the body's start, or the error.
+std::string Describe(const httplib::Result& res);
 double Seconds(std::chrono::steady_clock::time_point since);
 json Catalog(const Server& cloud);
 json Record(const json& catalog, const std::string& id);

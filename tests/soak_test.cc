@@ -79,10 +79,6 @@ TEST(Soak, TwoHundredBrowsers) {
       if (errors.size() < 10) errors.push_back(kind + ": " + error);
     }
   };
-  auto describe = [](const httplib::Result& r) {
-    return r ? std::to_string(r->status) + " " + r->body.substr(0, 120)
-             : httplib::to_string(r.error());
-  };
   const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(seconds));
   std::vector<std::thread> browsers;
@@ -101,7 +97,7 @@ TEST(Soak, TwoHundredBrowsers) {
         auto m = send([&] { return c.Post("/v1/match", context, "application/json"); });
         json j = m ? json::parse(m->body, nullptr, false) : json();
         if (!m || m->status != 200 || j.is_discarded() || !j.contains("url")) {
-          record("match", t, describe(m));
+          record("match", t, Describe(m));
           pause();
           continue;
         }
@@ -120,14 +116,14 @@ TEST(Soak, TwoHundredBrowsers) {
           etags[url] = d->get_header_value("ETag");
         } else {
           record(conditional ? "download 304" : "download", t,
-                 d && d->status == 200 ? "sha256 mismatch" : describe(d));
+                 d && d->status == 200 ? "sha256 mismatch" : Describe(d));
         }
         for (int f = fallbacks(rng); f > 0 && Clock::now() < end; --f) {
           pause();
           t = Clock::now();
           const std::string body = InferBody(images(rng));
           auto r = send([&] { return c.Post("/v2/models/base/infer", body, "application/json"); });
-          record("fallback", t, r && r->status == 200 ? "" : describe(r));
+          record("fallback", t, r && r->status == 200 ? "" : Describe(r));
         }
         pause();
       }

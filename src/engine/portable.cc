@@ -187,10 +187,12 @@ PortableModel::PortableModel(const std::string& onnx_bytes)
             for (int64_t s = 0; s < kk; ++s)
               w[size_t(o * l.k + s * c + ci)] = op.w[size_t((o * c + ci) * kk + s)];
         l.pad = op.pt || op.pl || op.pb || op.pr;
-        const int64_t bordered = (in[1] + op.pt + op.pb) * (in[2] + op.pl + op.pr) * c;
-        if (l.pad && bordered > kMaxElements)
-          throw UserError("ONNX model: node " + op.name + ": its padded input is too large");
-        if (l.pad) padded = std::max(padded, size_t(bordered));
+        if (l.pad) {
+          const int64_t bordered = (in[1] + op.pt + op.pb) * (in[2] + op.pl + op.pr) * c;
+          if (bordered > kMaxElements)
+            throw UserError("ONNX model: node " + op.name + ": its padded input is too large");
+          padded = std::max(padded, size_t(bordered));
+        }
       } else if (in.size() == 3) {  // a fused Flatten: [OC, C*H*W] -> [OC, H*W*C]
         const int64_t c = in[0], hw = in[1] * in[2];
         l.k = c * hw;
