@@ -265,16 +265,18 @@ export class DeepAdapter {
       rtts.push(now() - t0);
     }
     const rtt = median(rtts);
-    // A transfer takes at least the quickest round trip: the median, taken off
-    // a fast probe, could leave nothing (the first request of a page is slow)
-    // and the rate would come out at the 0.05 ms floor, tens of Gbit/s.
+    // A transfer takes at least the quickest round trip, taken off each
+    // probe's time. When what is left is within the round trips' noise (under
+    // 5% of the probe: a fast link, a slow first request), the whole time is
+    // used: a lower bound on the rate, never the 0.05 ms floor's tens of Gbit/s.
     const least = Math.min(...rtts);
     const rates = [];
     let n = Math.min(32 << 10, this.options.probeBytes);
     for (let i = 0; i < 3; i++) {
       const t0 = now();
       const got = (await (await this.#fetch(`/v1/probe?bytes=${n}&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer()).byteLength;
-      const ms = Math.max(0.05, now() - t0 - least);
+      const elapsed = now() - t0;
+      const ms = Math.max(0.05, elapsed - least > 0.05 * elapsed ? elapsed - least : elapsed);
       rates.push((got * 8) / ms); // bits per ms = kbit/s
       n = Math.round(Math.min(this.options.probeBytes, Math.max(16 << 10, (rates[i] / 8) * 250)));
     }
