@@ -98,6 +98,28 @@ TEST(Train, DistillationLearnsTheTeachersOutputs) {
   EXPECT_THROW(FineTune(distilled, data, 1, o, {teacher.get(), 0.5, 0.0}), da::UserError);
 }
 
+// A teacher cache changes nothing but the work: fine-tunes that share one give
+// the same weights as fine-tunes without, and the teacher's outputs are kept
+// per step for the next fine-tune on the same batches.
+TEST(Train, TeacherCacheGivesTheSameWeights) {
+  Net teacher = Seeded(TinyVgg(), 5);
+  TrainTensors data = ToTrainTensors(Data().train.First(1000));
+  TrainOptions o = Tiny();
+  TeacherCache cache;
+  for (int64_t steps : {6, 4, 10}) {
+    Net plain = Seeded(TinyVgg()), cached = Seeded(TinyVgg());
+    FineTune(plain, data, steps, o, {teacher.get(), 0.9, 4.0});
+    FineTune(cached, data, steps, o, {teacher.get(), 0.9, 4.0, &cache});
+    auto pa = plain->parameters(), pb = cached->parameters();
+    ASSERT_EQ(pa.size(), pb.size());
+    for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i])) << steps;
+  }
+  EXPECT_EQ(cache.soft.size(), 10u);
+  Net other = Seeded(TinyVgg());
+  o.seed = 2;  // other batches: the cache's outputs do not belong to them
+  EXPECT_THROW(FineTune(other, data, 4, o, {teacher.get(), 0.9, 4.0, &cache}), std::logic_error);
+}
+
 TEST(Train, BadOptionsAreUserErrors) {
   Net net(TinyVgg());
   for (auto change : std::vector<std::function<void(TrainOptions&)>>{

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <sstream>
 
 #include "common/error.h"
 #include "common/progress.h"
@@ -69,7 +70,7 @@ struct Step {
 Step TrainStep(Net& net, torch::optim::SGD& sgd, torch::nn::CrossEntropyLoss& ce,
                const torch::Tensor& xs, const torch::Tensor& ys, const torch::Tensor& idx,
                const TrainOptions& opts, torch::Generator& gen, double lr,
-               const Distill& distill = {}) {
+               const Distill& distill = {}, torch::Tensor* soft = nullptr) {
   for (auto& group : sgd.param_groups()) group.options().set_lr(lr);
   auto x = Augment(xs.index_select(0, idx), opts.pad, opts.flip, gen)
                .contiguous(torch::MemoryFormat::ChannelsLast);
@@ -79,12 +80,13 @@ Step TrainStep(Net& net, torch::optim::SGD& sgd, torch::nn::CrossEntropyLoss& ce
   auto loss = ce(logits, y);
   if (distill.teacher && distill.weight > 0) {
     const double t = distill.temperature;
-    torch::Tensor soft;
-    {
+    torch::Tensor own;
+    if (!soft) soft = &own;
+    if (!soft->defined()) {  // else the cache's: the same batch at the same step
       torch::NoGradGuard g;
-      soft = torch::softmax(distill.teacher->forward(x) / t, 1);
+      *soft = torch::softmax(distill.teacher->forward(x) / t, 1);
     }
-    auto kd = -(soft * torch::log_softmax(logits / t, 1)).sum(1).mean() * (t * t);
+    auto kd = -(*soft * torch::log_softmax(logits / t, 1)).sum(1).mean() * (t * t);
     loss = (1 - distill.weight) * loss + distill.weight * kd;
   }
   loss.backward();
@@ -132,6 +134,15 @@ void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOpti
   std::unique_ptr<Progress> progress;
   if (!opts.quiet)
     progress = std::make_unique<Progress>("fine-tune " + net->spec().Summary(), steps);
+  TeacherCache* cache = distill.teacher && distill.weight > 0 ? distill.cache : nullptr;
+  if (cache) {
+    std::ostringstream key;
+    key << distill.teacher << ' ' << distill.temperature << ' ' << data.x.data_ptr() << ' ' << n
+        << ' ' << opts.seed << ' ' << opts.batch_size << ' ' << opts.pad << ' ' << opts.flip;
+    if (cache->soft.empty()) cache->key = key.str();
+    if (cache->key != key.str())
+      throw std::logic_error("FineTune: a teacher cache filled from other batches");
+  }
   torch::Tensor perm;
   double loss_sum = 0;
   for (int64_t step = 0, b = 0; step < steps; ++step, ++b) {
@@ -141,7 +152,10 @@ void FineTune(Net& net, const TrainTensors& data, int64_t steps, const TrainOpti
     }
     double lr = 0.5 * opts.lr * (1 + std::cos(std::numbers::pi * step / steps));
     auto idx = perm.narrow(0, b * opts.batch_size, std::min<int64_t>(opts.batch_size, n));
-    loss_sum += TrainStep(net, sgd, ce, data.x, data.y, idx, opts, gen, lr, distill).loss;
+    torch::Tensor soft;
+    if (cache && step < static_cast<int64_t>(cache->soft.size())) soft = cache->soft[size_t(step)];
+    loss_sum += TrainStep(net, sgd, ce, data.x, data.y, idx, opts, gen, lr, distill, &soft).loss;
+    if (cache && step == static_cast<int64_t>(cache->soft.size())) cache->soft.push_back(soft);
     if (progress) {
       char extra[48];
       std::snprintf(extra, sizeof extra, "loss %.4f", loss_sum / (step + 1));

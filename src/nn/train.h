@@ -2,6 +2,7 @@
 // Training and evaluation of a Net on a Dataset.
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 #include "nn/dataset.h"
@@ -62,10 +63,21 @@ TrainTensors ToTrainTensors(const Images& images);
 // temperature^2 x the cross-entropy between the teacher's and the student's
 // outputs softened by `temperature` (Hinton et al. 2015), on the same
 // augmented batch. The teacher is not changed (eval mode, no gradients).
+struct TeacherCache;
 struct Distill {
   NetImpl* teacher = nullptr;  // nullptr: labels only
   double weight = 0.5, temperature = 4;
+  // Optional: the teacher's softened outputs by step, kept for the next
+  // fine-tune that draws the same batches (same data, seed, batch size and
+  // augmentation: the batch at step k depends on nothing else), so the teacher
+  // runs once per step for a whole family. The answers are the same with or
+  // without it; a fine-tune with other inputs than the cache's is a logic_error.
+  TeacherCache* cache = nullptr;
   void Validate() const;  // UserError for weight outside [0, 1] or temperature <= 0
+};
+struct TeacherCache {
+  std::string key;                // what the batches and outputs were drawn from
+  std::vector<torch::Tensor> soft;  // soft[k]: the teacher's outputs at step k
 };
 
 // Fine-tunes `net` in place for exactly `steps` batches drawn from `data` with

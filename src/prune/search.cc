@@ -241,7 +241,7 @@ class Searcher {
     t.quiet = opts_.quiet;
     nn::FineTune(b.net, train_, steps, t,
                  {opts_.distill_weight > 0 ? in_.base : nullptr, opts_.distill_weight,
-                  opts_.distill_temperature});
+                  opts_.distill_temperature, &teacher_});
     b.steps += steps;
   }
 
@@ -272,6 +272,7 @@ class Searcher {
   nn::TrainTensors train_;
   nn::Images val_;
   std::map<std::string, int> min_;
+  nn::TeacherCache teacher_;  // every long-term fine-tune draws the same batches
 };
 
 }  // namespace
