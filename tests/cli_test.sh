@@ -75,7 +75,7 @@ expect_ok "tiny bench prune compares on network-bound contexts" "net  *accuracy"
   --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench" --limit 300 --short-steps 1 \
   --long-epochs 0 --val-images 100
 [[ -s "$tmp/bench/prune.svg" ]] || { echo "FAIL bench prune wrote no plot"; fails=$((fails + 1)); }
-expect_ok "tiny bench prune over two seeds, with intervals" "network-bound  *uniform .*n = 2" bench prune --base "$tmp/m" \
+expect_ok "tiny bench prune over two seeds, with intervals" "network-bound  *uniform .*pairs .*n = 2;  seeds .*n = 2" bench prune --base "$tmp/m" \
   --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench2" --limit 300 --short-steps 1 \
   --long-epochs 0 --val-images 100 --seeds 1,2 --reuse
 [[ -s "$tmp/bench2/prune-seeds.svg" && -s "$tmp/bench2/seed-2/uniform/family.json" ]] || { echo "FAIL bench prune --seeds wrote no plot or families"; fails=$((fails + 1)); }
@@ -98,6 +98,7 @@ expect_error "bench system: unknown device in the workload" "tablet" bench syste
 expect_error "prune of a missing base" "not found" prune --base "$tmp/nomodel" --out "$tmp/r2"
 expect_error "unknown importance" "importance" prune --base "$tmp/m" --out "$tmp/r2" --importance magic
 expect_error "bad step" "step" prune --base "$tmp/m" --out "$tmp/r2" --step 1.5
+expect_error "bad long-term learning rate" "learning rates" prune --base "$tmp/m" --out "$tmp/r2" --long-lr 0
 
 # Services: bad configuration is a clear error, not a crash.
 expect_error "unknown cache policy" "policy" edge --cloud http://127.0.0.1:1 --state "$tmp/es" --policy fifo --port 0
