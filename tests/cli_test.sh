@@ -78,6 +78,12 @@ expect_ok "tiny bench prune compares on network-bound contexts" "net  *accuracy"
 expect_ok "tiny bench prune over two seeds, with intervals" "network-bound  *uniform .*pairs .*n = 2;  seeds .*n = 2" bench prune --base "$tmp/m" \
   --contexts "$tmp/ctx2.json" --standard "$tmp/ctx2.json" --out "$tmp/bench2" --limit 300 --short-steps 1 \
   --long-epochs 0 --val-images 100 --seeds 1,2 --reuse
+# One network-bound context: each seed's mean difference is its one pair, so both intervals agree.
+line=$(grep "network-bound  *uniform" "$tmp/out")
+pairs=$(sed -n 's/.*pairs \(\[[^]]*\]\).*/\1/p' <<<"$line")
+seeds=$(sed -n 's/.*seeds \(\[[^]]*\]\).*/\1/p' <<<"$line")
+[[ -n "$pairs" && "$pairs" == "$seeds" ]] ||
+  { echo "FAIL bench prune --seeds: pairs and seeds intervals differ with one context: $line"; fails=$((fails + 1)); }
 [[ -s "$tmp/bench2/prune-seeds.svg" && -s "$tmp/bench2/seed-2/uniform/family.json" ]] || { echo "FAIL bench prune --seeds wrote no plot or families"; fails=$((fails + 1)); }
 expect_ok "prune --reuse-only reads a current family" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" \
   --standard "$tmp/ctx.json" --out "$tmp/repo" --limit 300 --short-steps 1 --long-epochs 0 --val-images 100 --reuse-only
