@@ -141,33 +141,47 @@ try {
 
   // A slow phone on a slow network (DevTools CPU throttling 6x, 400 kbit/s):
   // the SDK measures a higher slowdown and a lower downlink than without, and
-  // the edge matches a smaller model at the same budget. The page loaded
-  // onnxruntime-web unthrottled; each connect() measures afresh.
-  const slow = await context.newPage();
-  slow.on('pageerror', (e) => errors.push(`throttled page: ${e.message}`));
-  await slow.goto(`${edge}/app/style.css`);  // any page of the edge's origin
-  const visit = () => slow.evaluate(async () => {
-    const { DeepAdapter } = await import('/sdk/deepadapter.js');
-    const ort = await import('/ort/ort.wasm.min.mjs');
-    ort.env.wasm.wasmPaths = '/ort/';
-    const da = await DeepAdapter.connect(location.origin, { ort, budgetMs: 3, probeBytes: 64 << 10, rematchEveryMs: 0, progressive: false, rememberMs: 0 });
-    const repeat = [];  // the same device measured again: how stable its slowdown is
-    for (let i = 0; i < 2; i++) repeat.push((await da.measureDevice()).slowdown);
-    await da.close();
-    return { context: da.context, match: { model: da.match.model, bytes: da.match.bytes }, repeat };
-  });
-  const fast = await visit();
-  const cdp = await context.newCDPSession(slow);
-  await cdp.send('Emulation.setCPUThrottlingRate', { rate: 6 });
-  await cdp.send('Network.enable');
-  await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: 400e3 / 8, uploadThroughput: 400e3 / 8 });
-  const throttled = await visit();
-  await slow.close();
-  for (const [name, v] of [['unthrottled', fast], ['throttled', throttled]]) {
-    const c = v.context, all = [c.slowdown, ...v.repeat];
-    const spread = Math.max(...all) / Math.min(...all) - 1;
-    console.log(`${name}: slowdown ${c.slowdown.toFixed(2)} (3 measurements within ${(100 * spread).toFixed(1)}%), downlink ${c.downlink_kbps.toFixed(0)} kbit/s, rtt ${c.rtt_ms.toFixed(1)} ms; matched ${v.match.model} (${v.match.bytes} bytes)`);
-    check(spread <= 0.25, `${name}: the device's slowdown, measured 3 times, varies by ${(100 * spread).toFixed(1)}% (<= 25%)`);
+  // the edge matches a smaller model at the same budget. A fresh page loads
+  // onnxruntime-web unthrottled; each connect() measures afresh, and the
+  // device measures itself 3 times. A machine busy with something else for a
+  // moment (CI's other jobs) can spread one triple: a pair of visits in which
+  // either triple disagrees by more than 25% is repeated on a new page, at
+  // most 3 times, and every try is printed.
+  const pair = async () => {
+    const slow = await context.newPage();
+    slow.on('pageerror', (e) => errors.push(`throttled page: ${e.message}`));
+    await slow.goto(`${edge}/app/style.css`);  // any page of the edge's origin
+    const visit = async () => {
+      const v = await slow.evaluate(async () => {
+        const { DeepAdapter } = await import('/sdk/deepadapter.js');
+        const ort = await import('/ort/ort.wasm.min.mjs');
+        ort.env.wasm.wasmPaths = '/ort/';
+        const da = await DeepAdapter.connect(location.origin, { ort, budgetMs: 3, probeBytes: 64 << 10, rematchEveryMs: 0, progressive: false, rememberMs: 0 });
+        const repeat = [];  // the same device measured again: how stable its slowdown is
+        for (let i = 0; i < 2; i++) repeat.push((await da.measureDevice()).slowdown);
+        await da.close();
+        return { context: da.context, match: { model: da.match.model, bytes: da.match.bytes }, repeat };
+      });
+      const all = [v.context.slowdown, ...v.repeat];
+      return { ...v, spread: Math.max(...all) / Math.min(...all) - 1 };
+    };
+    const fast = await visit();
+    const cdp = await context.newCDPSession(slow);
+    await cdp.send('Emulation.setCPUThrottlingRate', { rate: 6 });
+    await cdp.send('Network.enable');
+    await cdp.send('Network.emulateNetworkConditions', { offline: false, latency: 20, downloadThroughput: 400e3 / 8, uploadThroughput: 400e3 / 8 });
+    const throttled = await visit();
+    await slow.close();
+    return { fast, throttled };
+  };
+  const tries = [];
+  do tries.push(await pair()); while (Math.max(tries.at(-1).fast.spread, tries.at(-1).throttled.spread) > 0.25 && tries.length < 3);
+  const { fast, throttled } = tries.at(-1);
+  for (const name of ['fast', 'throttled']) {
+    const v = tries.at(-1)[name], c = v.context, label = name === 'fast' ? 'unthrottled' : name;
+    const spreads = tries.map((t) => `${(100 * t[name].spread).toFixed(1)}%`).join(', then ');
+    console.log(`${label}: slowdown ${c.slowdown.toFixed(2)} (3 measurements within ${spreads}), downlink ${c.downlink_kbps.toFixed(0)} kbit/s, rtt ${c.rtt_ms.toFixed(1)} ms; matched ${v.match.model} (${v.match.bytes} bytes)`);
+    check(v.spread <= 0.25, `${label}: the device's slowdown, measured 3 times, varies by ${(100 * v.spread).toFixed(1)}% (<= 25%; try ${tries.length} of at most 3)`);
   }
   check(throttled.context.slowdown > 3 * fast.context.slowdown, 'CPU throttling 6x: the SDK measures a slowdown over 3x higher');
   check(throttled.context.downlink_kbps < fast.context.downlink_kbps / 10 && throttled.context.downlink_kbps < 800,
