@@ -143,11 +143,11 @@ try {
   // the SDK measures a higher slowdown and a lower downlink than without, and
   // the edge matches a smaller model at the same budget. A fresh page loads
   // onnxruntime-web unthrottled; each connect() measures afresh, and the
-  // device measures itself 3 times. A machine busy with something else for a
-  // moment (another process) can spread one triple (a process busy
-  // all along, such as a one-thread prune beside the test, spreads every try): a pair of visits in which
-  // either triple disagrees by more than 25% is repeated on a new page, at
-  // most 3 times, and every try is printed.
+  // device measures itself 3 times. Another process busy for a moment can
+  // spread one triple: a pair of visits in which either triple disagrees by
+  // more than 25% is repeated on a new page, at most 3 times, and every try
+  // is printed. (One busy all along, such as a one-thread prune beside the
+  // test, spreads every try: 112% and 910% measured so.)
   const pair = async () => {
     const slow = await context.newPage();
     slow.on('pageerror', (e) => errors.push(`throttled page: ${e.message}`));
