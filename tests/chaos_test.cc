@@ -203,7 +203,7 @@ TEST(Chaos, SigkillTheCloudFiftyTimesDuringPruneJobs) {
   auto t0 = Clock::now();
   std::string pending = submit();
   ASSERT_TRUE(WaitFor(*cloud, "/v1/prune-requests/" + pending,
-                      [](const json& s) { return s["state"] == "done"; }));
+                      [](const json& s) { return s["state"] == "done"; }, kPruneWaitSeconds));
   const double job_s = Seconds(t0);
   std::map<std::string, std::string> listed;  // model id -> ONNX sha256, once listed
   std::set<std::string> acknowledged = {pending}, done;
@@ -251,7 +251,7 @@ TEST(Chaos, SigkillTheCloudFiftyTimesDuringPruneJobs) {
   }
   // The last job finishes after the restart.
   EXPECT_TRUE(WaitFor(*cloud, "/v1/prune-requests/" + pending,
-                      [](const json& s) { return s["state"] == "done"; }));
+                      [](const json& s) { return s["state"] == "done"; }, kPruneWaitSeconds));
   EXPECT_EQ(Catalog(*cloud)["models"].size(), 3 + acknowledged.size());
   EXPECT_EQ(state(pending), "done");
   std::cout << "cloud killed " << kKills << " times, " << interrupted
@@ -271,7 +271,8 @@ TEST(Chaos, SigkillTheCloudFiftyTimesDuringPruneJobs) {
   std::ofstream(requests) << saved.dump();
   cloud = StartCloud(repo);
   EXPECT_TRUE(WaitFor(*cloud, "/v1/prune-requests/" + pending,
-                      [](const json& s) { return s["state"] != "queued" && s["state"] != "running"; }));
+                      [](const json& s) { return s["state"] != "queued" && s["state"] != "running"; },
+                      kPruneWaitSeconds));
   EXPECT_EQ(state(pending), "done");
   EXPECT_EQ(Catalog(*cloud)["models"].size(), 3 + acknowledged.size());
 }

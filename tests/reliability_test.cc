@@ -8,6 +8,8 @@
 
 using namespace services;
 
+// Reliability §1: an outage must not shrink the cached set, under any policy,
+// and what the edge reports cached stays downloadable.
 TEST(Services, OutageNeverShrinksTheCache) {
   for (const std::string policy : {"lru", "lfu", "utility"}) {
     SCOPED_TRACE(policy);

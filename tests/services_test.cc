@@ -223,8 +223,9 @@ TEST(Services, UnservableContextsBecomePruneRequestsThatAddABranch) {
   EXPECT_FALSE(m["meets_budget"].get<bool>());
   EXPECT_TRUE(WaitFor(*edge, "/v1/stats",
                       [](const json& s) { return s["prune_requests_forwarded"] == 1; }));
-  EXPECT_TRUE(WaitFor(*cloud, "/v1/catalog",
-                      [&](const json& c) { return c["models"].size() == before + 1; }));
+  EXPECT_TRUE(WaitFor(
+      *cloud, "/v1/catalog", [&](const json& c) { return c["models"].size() == before + 1; },
+      kPruneWaitSeconds));
   json added = Get(*cloud, "/v1/catalog")["models"].back();
   // The request is marked done just after its model enters the catalog.
   const std::string request = "/v1/prune-requests/" + added["id"].get<std::string>();
@@ -268,9 +269,6 @@ TEST(Services, StateChangingEndpointsTakeTheToken) {
   EXPECT_TRUE(WaitFor(*edge, "/v1/stats",
                       [](const json& s) { return s["prune_requests_forwarded"] == 1; }));
 }
-
-// Reliability §1: an outage must not shrink the cached set, under any policy,
-// and what the edge reports cached stays downloadable.
 
 // The Open Inference Protocol's REST routes, as KServe and Triton clients call
 // them; other models and versions are 404 with the protocol's error body.

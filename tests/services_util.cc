@@ -101,13 +101,11 @@ json Post(const Server& s, const std::string& path, const std::string& body, int
 // Waits until `pred(GET path)` holds (at most ~30 s; 120 s under
 // ThreadSanitizer, whose programs run 5-15x slower).
 bool WaitFor(const Server& s, const std::string& path,
-             const std::function<bool(const json&)>& pred) {
+             const std::function<bool(const json&)>& pred, double seconds) {
 #ifdef __SANITIZE_THREAD__
-  constexpr int kTries = 1200;
-#else
-  constexpr int kTries = 300;
+  seconds *= 4;
 #endif
-  for (int i = 0; i < kTries; ++i) {
+  for (int i = 0; i < seconds * 10; ++i) {
     auto res = s.Client().Get(path);
     if (res && res->status == 200) {
       json j = json::parse(res->body, nullptr, false);

@@ -95,9 +95,12 @@ std::unique_ptr<Server> StartEdge(const std::string& cloud_url, const std::strin
                                   std::vector<std::string> extra = {});
 json Get(const Server& s, const std::string& path, int expect = 200);
 json Post(const Server& s, const std::string& path, const std::string& body, int expect = 200);
-// Waits until `pred(GET path)` holds (at most ~30 s, longer under TSan).
+// Waits until `pred(GET path)` holds, at most `seconds` (4x that under TSan).
 bool WaitFor(const Server& s, const std::string& path,
-             const std::function<bool(const json&)>& pred);
+             const std::function<bool(const json&)>& pred, double seconds = 30);
+// How long a test waits for the cloud's prune job: it fine-tunes with libtorch,
+// ~15 s here unsanitized, over 30 s under ASan on a busy machine.
+constexpr double kPruneWaitSeconds = 300;
 bool Ready(const json& health);  // catalog and base model loaded
 // Sum of the metric lines starting with `line_prefix`.
 double Metric(const Server& s, const std::string& line_prefix);
