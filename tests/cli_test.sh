@@ -91,6 +91,13 @@ expect_error "prune --reuse-only refuses other inputs" "other inputs" prune --ba
   --standard "$tmp/ctx.json" --out "$tmp/repo" --limit 300 --short-steps 2 --long-epochs 0 --val-images 100 --reuse-only
 expect_ok "prune with distillation" "branch models" prune --base "$tmp/m" --contexts "$tmp/ctx.json" --standard "$tmp/ctx.json" \
   --out "$tmp/repo-kd" --limit 300 --short-steps 1 --long-epochs 0.5 --val-images 100 --distill-weight 0.5
+expect_error "prune --long-augment takes a boolean" "long-augment" prune --base "$tmp/m" --out "$tmp/x" \
+  --long-augment sometimes
+# ./run demo uses the shipped family only if it matches today's defaults: a
+# changed default must come with a rebuilt models/family (models/README.md).
+root=$(cd "$(dirname "$0")/.." && pwd)
+expect_ok "the shipped family matches today's default settings" "branch models" prune \
+  --base "$root/models/vgg" --out "$root/models/family" --reuse-only
 start=$SECONDS
 expect_ok "tiny bench system, with a live run that stops by itself" "deepadapter-fit / edge-only" \
   bench system --family "$tmp/repo" --out "$tmp/sys" --users 30 --images 200 --live-seconds 1 --clients 16

@@ -270,6 +270,19 @@ TEST(Search, UniformKeepsTheSameRatioEverywhere) {
   EXPECT_LT(r, 1);
 }
 
+// A family's fingerprint records its search options. Options added later are
+// recorded only when they differ from how earlier families were built, so
+// those families (docs/runs/) still match when built with the same settings.
+TEST(Search, OptionsAddedLaterAreRecordedOnlyWhenTheyDiffer) {
+  SearchOptions o;
+  o.long_augment = false, o.distill_weight = 0.9;
+  EXPECT_EQ(o.ToJson()["long_augment"], false);
+  EXPECT_EQ(o.ToJson()["distill"]["weight"], 0.9);
+  o.long_augment = true, o.distill_weight = 0;
+  EXPECT_FALSE(o.ToJson().contains("long_augment"));
+  EXPECT_FALSE(o.ToJson().contains("distill"));
+}
+
 TEST(Threshold, IsTheSmallestThatKeepsAccuracy) {
   // 10 inputs, 2 classes. The base is right on all but input 9; the branch is
   // wrong on its 3 least confident inputs (0, 1, 2).

@@ -79,6 +79,9 @@ void AddSearchOptions(CLI::App* cmd, prune::SearchOptions& search, std::string& 
                   "Softening temperature of the base's outputs")
       ->capture_default_str()
       ->check(CLI::Range(0.01, 100.0));
+  cmd->add_option("--long-augment", search.long_augment,
+                  "Long-term fine-tunes crop and flip their batches (false: the plain images)")
+      ->default_str(search.long_augment ? "true" : "false");
   cmd->add_option("--limit", search.train.limit,
                   "Fine-tune on the first N training images (0: all)")
       ->capture_default_str()

@@ -43,6 +43,7 @@ nlohmann::json SearchOptions::ToJson() const {
                       {"train", train.ToJson()}};
   if (distill_weight > 0)  // absent when off: families built before still match
     j["distill"] = {{"weight", distill_weight}, {"temperature", distill_temperature}};
+  if (!long_augment) j["long_augment"] = false;  // likewise (families built with it)
   return j;
 }
 
@@ -239,6 +240,7 @@ class Searcher {
     nn::TrainOptions t = opts_.train;
     t.lr = opts_.long_lr;
     t.quiet = opts_.quiet;
+    if (!opts_.long_augment) t.pad = 0, t.flip = false;
     nn::FineTune(b.net, train_, steps, t,
                  {opts_.distill_weight > 0 ? in_.base : nullptr, opts_.distill_weight,
                   opts_.distill_temperature, &teacher_});

@@ -42,6 +42,9 @@ struct SearchOptions {
   // (nn::Distill) when distill_weight > 0. Defaults chosen on validation
   // (docs/RESULTS.md, issue #13).
   double distill_weight = 0.9, distill_temperature = 4;
+  // true: long-term fine-tunes crop and flip their batches like every other
+  // fine-tune (`train`'s pad and flip); false: they see the images as they are.
+  bool long_augment = true;
   nn::TrainOptions train;  // batch size, momentum, weight decay, augmentation, seed, threads
   bool quiet = false;
   // Called after every search iteration with the trajectory's progress in
