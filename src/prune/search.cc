@@ -43,7 +43,7 @@ nlohmann::json SearchOptions::ToJson() const {
                       {"train", train.ToJson()}};
   if (distill_weight > 0)  // absent when off: families built before still match
     j["distill"] = {{"weight", distill_weight}, {"temperature", distill_temperature}};
-  if (!long_augment) j["long_augment"] = false;  // likewise (families built with it)
+  if (!long_augment) j["long_augment"] = false;  // absent when on, as before the option
   return j;
 }
 
