@@ -3,6 +3,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 
 #include "common/error.h"
@@ -126,27 +127,44 @@ TEST(Repository, RejectsBadIdsTakenIdsAndBadInput) {
 }
 
 // A writer killed (SIGKILL) at random moments always leaves a repository that
-// opens cleanly, with every listed model intact.
+// opens cleanly, with every listed model intact and every Add that returned
+// kept. The writer reports each finished Add on a pipe; round r kills it a
+// random 0-4 ms after its r-th, so the kills land inside an Add however slow
+// the machine (a fixed delay missed every Add under AddressSanitizer in CI).
 TEST(Repository, SurvivesKillsWhileAdding) {
   const fs::path dir = FreshDir("da-repo-kill");
   const std::string base = (TinyFamily() / "base").string();
   const std::string branch = (TinyFamily() / "branches/c1").string();
-  size_t seen = 0;
+  size_t acknowledged = 0;  // Adds that returned, over all rounds
+  unsigned seed = 1;
   for (int round = 0; round < 8; ++round) {
+    int fds[2];
+    ASSERT_EQ(::pipe(fds), 0);
     pid_t pid = ::fork();
     ASSERT_GE(pid, 0);
     if (pid == 0) {
+      ::close(fds[0]);
       Repository repo(dir.string());
-      for (int i = 0;; ++i)
+      for (int i = 0;; ++i) {
         repo.Add("r" + std::to_string(round) + "-" + std::to_string(i), i % 2 ? base : branch);
+        if (::write(fds[1], "+", 1) != 1) ::_exit(1);
+      }
     }
-    ::usleep(2000 + 4000 * round);
+    ::close(fds[1]);
+    char c;
+    for (int i = 0; i < round; ++i) {  // blocks until the r-th Add returned
+      ASSERT_EQ(::read(fds[0], &c, 1), 1) << "the writer died in round " << round;
+      ++acknowledged;
+    }
+    ::usleep(rand_r(&seed) % 4000);
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
+    while (::read(fds[0], &c, 1) == 1) ++acknowledged;  // Adds finished before the kill
+    ::close(fds[0]);
     Repository repo(dir.string());
-    EXPECT_TRUE(repo.problems().empty()) << repo.problems()[0];
-    seen = repo.Catalog()["models"].size();
+    ASSERT_TRUE(repo.problems().empty()) << repo.problems()[0];
+    EXPECT_GE(repo.Catalog()["models"].size(), acknowledged) << "round " << round;
   }
-  EXPECT_GT(seen, 0u);
+  EXPECT_GE(acknowledged, 28u);  // rounds 1..7 waited for 1+2+...+7 Adds
   fs::remove_all(dir);
 }

@@ -34,7 +34,8 @@ struct SearchOptions {
   int64_t short_steps = 40;   // short-term fine-tune batches per candidate
   int64_t val_images = 2000;  // validation images that score candidates
   double long_epochs = 2;     // long-term fine-tune of each branch
-  double short_lr = 0.01, long_lr = 0.02;
+  // long_lr 0.05 (cosine to 0) won on validation over 0.02 (docs/RESULTS.md, issue #13).
+  double short_lr = 0.01, long_lr = 0.05;
   double min_width = 1.0 / 16;  // no unit narrower than this fraction of its base width
   int max_iterations = 200;
   double accuracy_drop = 0.003;  // threshold rule: collaborative accuracy >= base - this
@@ -43,8 +44,10 @@ struct SearchOptions {
   // (docs/RESULTS.md, issue #13).
   double distill_weight = 0.9, distill_temperature = 4;
   // true: long-term fine-tunes crop and flip their batches like every other
-  // fine-tune (`train`'s pad and flip); false: they see the images as they are.
-  bool long_augment = true;
+  // fine-tune (`train`'s pad and flip); false: they see the images as they
+  // are. false won on validation (docs/RESULTS.md, issue #13; the branches
+  // probably underfit, and crops and flips make fitting harder).
+  bool long_augment = false;
   nn::TrainOptions train;  // batch size, momentum, weight decay, augmentation, seed, threads
   bool quiet = false;
   // Called after every search iteration with the trajectory's progress in
