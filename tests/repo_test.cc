@@ -66,6 +66,19 @@ TEST(Repository, ImportsAFamilyVerifiesAndReopens) {
     Repository repo(dir.string());
     EXPECT_EQ(repo.ImportFamily(TinyFamily().string()), 3);
     EXPECT_EQ(repo.ImportFamily(TinyFamily().string()), 0);  // idempotent
+    // A rebuilt family (another model under a known id) is refused, not served stale.
+    const fs::path rebuilt = dir.string() + "-rebuilt";
+    fs::remove_all(rebuilt);
+    fs::copy(TinyFamily(), rebuilt, fs::copy_options::recursive);
+    da::WriteFileAtomic((rebuilt / "branches/c1/model.onnx").string(), "other bytes");
+    try {
+      repo.ImportFamily(rebuilt.string());
+      ADD_FAILURE() << "a rebuilt family was imported";
+    } catch (const da::UserError& e) {
+      EXPECT_NE(std::string(e.what()).find("'c1' comes from another build"), std::string::npos)
+          << e.what();
+    }
+    fs::remove_all(rebuilt);
   }
   Repository repo(dir.string());
   EXPECT_TRUE(repo.problems().empty());

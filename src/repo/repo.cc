@@ -150,9 +150,14 @@ int Repository::ImportFamily(const std::string& family_dir) {
   }
   int added = 0;
   auto add = [&](const std::string& id, const nlohmann::json& rec, const char* kind) {
-    if (Find(id)) return;
-    Add(id, (fs::path(family_dir) / rec.at("dir").get<std::string>()).string(),
-        {{"kind", kind}});
+    const fs::path model_dir = fs::path(family_dir) / rec.at("dir").get<std::string>();
+    if (auto have = Find(id)) {  // imported before: it must be the same model
+      if (have->at("onnx").at("sha256") != Sha256Hex(ReadFile((model_dir / nn::kOnnxFile).string())))
+        throw UserError(dir_ + ": model '" + id + "' comes from another build of " + family_dir +
+                        " (model.onnx differs); serve the rebuilt family from a fresh repository");
+      return;
+    }
+    Add(id, model_dir.string(), {{"kind", kind}});
     ++added;
   };
   try {
