@@ -191,6 +191,8 @@ nlohmann::json Edge::Impl::MatchRequest(nlohmann::json body) {
         {"compute_ms", p.compute_ms},
         {"energy_mj", p.energy_mj}}},
       {"budget_ms", c.budget_ms},
+      // The device class and network preset nearest to what the visitor measured.
+      {"context", {{"device", c.device}, {"network", c.network}}},
       {"meets_budget", p.total_ms <= c.budget_ms},
       {"ideal", ideal.id},
       {"ideal_cached", m.ideal_cached},

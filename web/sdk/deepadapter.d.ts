@@ -9,18 +9,19 @@ export interface Options {
   runtime?: 'deepadapter' | 'ort';  // the page's runtime: DeepAdapter's WebAssembly one (default) or onnxruntime-web
   ort?: unknown;            // an onnxruntime-web module (implies runtime 'ort'; default: the edge's copy)
   progressive?: boolean;    // first visit: answer from the smallest branch while the match downloads (true)
-  rememberMs?: number;      // a measured context is reused by visits within this time (86400000; 0: never)
+  rememberMs?: number;      // a measured context (and, apart from it, the device's measurement) is reused by visits within this time (86400000; 0: never)
   rematchEveryMs?: number;  // background network re-measurement (60000; 0: never)
   margin?: number;          // relative network change that triggers a new match (0.3)
   probeBytes?: number;      // largest bandwidth probe (262144)
   timeoutMs?: number;       // per request to the edge (10000)
   threshold?: number;       // overrides the model's confidence threshold (> 1: always the edge)
 }
-export interface Context { slowdown: number; downlink_kbps: number; rtt_ms: number; measured_ms: number; reference_model: string; hint: object | null }
+export interface Context { slowdown: number; downlink_kbps: number; rtt_ms: number; measured_ms: number; groups_ms: number[]; reference_model: string; hint: object | null }
 export interface Match {
   model: string; url: string; bytes: number; sha256: string; threshold: number; val_accuracy: number;
   spec: { family: string; stages: number[][]; input: [number, number, number]; classes: number; hidden?: number };
   predicted: { latency_ms: number; download_ms: number; compute_ms: number; energy_mj: number };
+  context: { device: string; network: string };  // the nearest device class and network preset
   meets_budget: boolean; ideal: string; ideal_cached: boolean; cached: boolean; degraded: boolean; load_ms?: number;
 }
 export interface Result {
@@ -44,7 +45,7 @@ export class DeepAdapter {
   readonly inputShape: [number, number, number];
   on(fn: (e: Event) => void): () => void;
   measureNetwork(): Promise<Pick<Context, 'downlink_kbps' | 'rtt_ms' | 'hint'>>;
-  measureDevice(): Promise<Pick<Context, 'slowdown' | 'measured_ms' | 'reference_model'>>;
+  measureDevice(): Promise<Pick<Context, 'slowdown' | 'measured_ms' | 'groups_ms' | 'reference_model'>>;
   measure(): Promise<Context>;
   classify(input: ImageData | HTMLCanvasElement | Float32Array): Promise<Result>;
   setBudget(ms: number): Promise<Match>;

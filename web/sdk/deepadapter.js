@@ -29,11 +29,10 @@ export class DeepAdapterError extends Error {
 
 const CACHE = 'deepadapter-models-v1';
 const STORED = 'deepadapter-context-v1:'; // + edge URL, in localStorage
+const DEVICE = 'deepadapter-device-v1:'; // + runtime + ':' + edge URL: the device's last measurement
 const now = () => performance.now();
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[s.length >> 1];
-};
+const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))];
+const median = (xs) => quantile(xs, 0.5);
 
 async function sha256Hex(bytes) {
   if (!globalThis.crypto?.subtle)
@@ -49,8 +48,8 @@ export class DeepAdapter {
    * (100: expected inferences per download), runtime ('deepadapter': the
    * edge's WebAssembly runtime, ~40 kB; 'ort': onnxruntime-web, ~3.7 MB), ort
    * (an onnxruntime-web module, implies runtime 'ort'), progressive (true),
-   * rememberMs (86400000: how long a measured context is reused by the next
-   * visit; 0: never), rematchEveryMs (60000; 0: never), margin (0.3: relative
+   * rememberMs (86400000: how long a measured context, and apart from it the
+   * device's measurement, is reused by the next visits; 0: never), rematchEveryMs (60000; 0: never), margin (0.3: relative
    * change of the network that triggers a new match), probeBytes (262144: the
    * largest bandwidth probe), timeoutMs (10000), threshold (overrides the
    * model's: the confidence below which the edge answers; above 1: always the edge).
@@ -289,11 +288,14 @@ export class DeepAdapter {
   }
 
   /**
-   * The device: the median time of a model here over its time on the
-   * reference runtime (the latency table's). onnxruntime-web times the edge's
+   * The device: the time of a model here over its time on the reference
+   * runtime (the latency table's). onnxruntime-web times the edge's
    * reference model (>= 1 ms there: its per-call overhead would dominate a
    * tiny one); DeepAdapter's runtime, whose calls cost next to nothing, times
-   * the smallest branch, which a first visit already has.
+   * the smallest branch, which a first visit already has. The time is the
+   * lower quartile of groups of runs: other work on the phone (another tab, a
+   * worker, the system) only ever makes a group slower, so the faster groups
+   * are the device's own speed (docs/RESULTS.md, issue 26).
    */
   async measureDevice() {
     const ref = this.options.runtime === 'ort' ? this.reference : this.reference.first ?? this.reference;
@@ -326,17 +328,36 @@ export class DeepAdapter {
       const means = [];
       const t0 = now();
       while (means.length < 9 || (now() - t0 < 300 && means.length < 30)) means.push(await group());
-      const ms = median(means);
-      return { slowdown: Math.min(100, Math.max(0.05, ms / ref.reference_ms)), reference_model: ref.model, measured_ms: ms };
+      const ms = quantile(means, 0.25);
+      return { slowdown: Math.min(100, Math.max(0.05, ms / ref.reference_ms)), reference_model: ref.model, measured_ms: ms, groups_ms: means };
     } finally {
       await session.release();
     }
   }
 
-  /** Measures both; the result is what /v1/match receives. */
+  /**
+   * Measures both; the result is what /v1/match receives. The device's
+   * measurement is kept (per edge and runtime, for rememberMs) apart from the
+   * network's: a visit whose network changed measures only the network, and a
+   * measurement taken while the phone was busy cannot move the next visits.
+   */
   async measure() {
     const net = await this.measureNetwork();
-    const dev = await this.measureDevice();
+    const key = DEVICE + this.options.runtime + ':' + this.edge;
+    const ref = this.options.runtime === 'ort' ? this.reference : this.reference.first ?? this.reference;
+    let dev = null;
+    try {
+      const d = JSON.parse(globalThis.localStorage?.getItem(key) ?? 'null');
+      if (d && d.reference_model === ref.model && d.reference_ms === ref.reference_ms &&
+          now() + performance.timeOrigin - d.at < this.options.rememberMs) dev = d.device;
+    } catch {}
+    if (!dev) {
+      dev = await this.measureDevice();
+      try {
+        globalThis.localStorage?.setItem(key, JSON.stringify({
+          at: now() + performance.timeOrigin, reference_model: ref.model, reference_ms: ref.reference_ms, device: dev }));
+      } catch {}
+    }
     return { ...dev, ...net };
   }
 
