@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <future>
 #include <mutex>
+#include <set>
 #include <filesystem>
 #include <thread>
 
@@ -255,4 +256,54 @@ TEST(Http, AssetCacheKeepsTheRecentlyUsedWithinItsBytes) {
   EXPECT_EQ(loads, 5);
   get("b", "1");
   EXPECT_EQ(loads, 6);
+}
+
+TEST(Http, AssetCacheLoadsOnceForConcurrentCallers) {
+  da::http::AssetCache cache;
+  std::atomic<int> loads = 0, asked = 0;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool go = false, fail = true;
+  // The first load waits until every caller has asked, then fails: all of
+  // them see its error, and a later call loads again.
+  auto get = [&] {
+    ++asked;
+    return cache.Get("m", "1", "x", [&] {
+      ++loads;
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return go; });
+      if (fail) throw da::UserError("the cloud is down");
+      return std::string(1000, 'm');
+    });
+  };
+  for (int round = 0; round < 2; ++round) {
+    std::vector<std::future<std::shared_ptr<const da::http::Asset>>> callers;
+    asked = 0;
+    for (int i = 0; i < 8; ++i) callers.push_back(std::async(std::launch::async, get));
+    while (asked < 8 || loads == round) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // all inside Get
+    {
+      std::lock_guard lock(mu);
+      go = true;
+    }
+    cv.notify_all();
+    std::set<const da::http::Asset*> got;
+    int errors = 0;
+    for (auto& c : callers) {
+      try {
+        got.insert(c.get().get());
+      } catch (const da::UserError&) {
+        ++errors;
+      }
+    }
+    if (round == 0) {
+      EXPECT_EQ(errors, 8);
+    } else {
+      EXPECT_EQ(errors, 0);
+      EXPECT_EQ(got.size(), 1u);
+    }
+    EXPECT_EQ(loads, round + 1);
+    std::lock_guard lock(mu);
+    go = false, fail = false;
+  }
 }

@@ -70,10 +70,69 @@ TEST(Match, PicksTheMostAccurateModelWithinBudgetElseTheFastest) {
   auto mid_big = [](int i) { return i > 0; };
   m = MatchContext(Ctx("low", "3g", 0.01), models, mid_big);
   EXPECT_EQ(models[size_t(m.served)].id, "small");
-  m = MatchContext(Ctx("low", "3g", 0.01), models, mid_big, true);
+  m = MatchContext(Ctx("low", "3g", 0.01), models, mid_big, {.only_cached = true});
   EXPECT_EQ(models[size_t(m.served)].id, "mid");
-  m = MatchContext(Ctx("low", "3g", 0.01), models, none, true);
+  m = MatchContext(Ctx("low", "3g", 0.01), models, none, {.only_cached = true});
   EXPECT_EQ(models[size_t(m.served)].id, "small");  // nothing cached at all
+}
+
+TEST(Match, SpendsTheBudgetsSlackOnFallbacks) {
+  // The pipeline gains accuracy as the branch leaves more inputs to the edge.
+  CatalogModel m{"b", 200'000, 0.88, 0.5, {{0, 0, 0.88}, {0.3, 0.05, 0.90}, {0.5, 0.10, 0.92}}};
+  const Context c = Ctx("mid", "4g", 1);
+  const double local = da::context::Predict(c, 0.5, 200'000).total_ms;
+  auto plan = [&](double budget, double fallback_ms) {
+    Context b = c;
+    b.budget_ms = budget;
+    return PlanModel(b, m, fallback_ms);
+  };
+  // A 100 ms answer from the edge, 7 ms of slack: 5% of inputs fit, not 10%.
+  Plan p = plan(local + 7, 100);
+  EXPECT_EQ(p.tau, 0.3);
+  EXPECT_EQ(p.accuracy, 0.90);
+  EXPECT_NEAR(p.latency_ms, local + 5, 1e-9);
+  EXPECT_EQ(plan(local + 10, 100).tau, 0.5);  // all of them
+  EXPECT_EQ(plan(local + 4, 100).tau, 0);     // none
+  EXPECT_EQ(plan(local + 1e6, INFINITY).tau, 0);  // an edge never asked
+  // Over budget already: asking the edge would only add to it.
+  p = plan(local - 1, 0.001);
+  EXPECT_EQ(p.tau, 0);
+  EXPECT_EQ(p.latency_ms, local);
+  // The fallback's time: page work at the slowdown, upload, round trip, server, answer.
+  EXPECT_NEAR(FallbackMs(c, 1000, 3, 2),
+              c.slowdown * 2 + 8000 / c.uplink_kbps + c.rtt_ms + 3 + 8.0 * kAnswerBytes / c.downlink_kbps,
+              1e-9);
+}
+
+TEST(Match, AFasterModelWithinTheMarginWins) {
+  auto models = Family();
+  models[1].accuracy = 0.928;  // mid: 0.2 points below big
+  auto none = [](int) { return false; };
+  const Context c = Ctx("mid", "4g", 1e6);
+  EXPECT_EQ(models[size_t(MatchContext(c, models, none).ideal)].id, "big");
+  EXPECT_EQ(models[size_t(MatchContext(c, models, none, {.margin = 0.0025}).ideal)].id, "mid");
+  EXPECT_EQ(models[size_t(MatchContext(c, models, none, {.margin = 0.001}).ideal)].id, "big");
+  // The pipeline's accuracy decides: with the edge's answers small ties big.
+  models[0].curve = {{0, 0, 0.88}, {0.6, 0.2, 0.93}};
+  const Match m = MatchContext(c, models, none, {.fallback_ms = 1, .margin = 0.0025});
+  EXPECT_EQ(models[size_t(m.ideal)].id, "small");
+  EXPECT_EQ(m.plan.tau, 0.6);
+  EXPECT_EQ(m.plan.accuracy, 0.93);
+}
+
+TEST(Match, ReadsCurvesOfBothFormats) {
+  auto curve = ParseCurve({{"tau", 0.4}, {"curve", {{0, 0, 0.9}, {0.2, 0.01, 0.91}, {0.4, 0.03, 0.92}}}}, 0.9);
+  ASSERT_EQ(curve.size(), 3u);
+  EXPECT_EQ(curve[2].offload, 0.03);
+  // Before issue 26: "never" and the chosen threshold.
+  curve = ParseCurve({{"tau", 0.4}, {"val_offload_fraction", 0.03}, {"val_collaborative_accuracy", 0.92}}, 0.9);
+  ASSERT_EQ(curve.size(), 2u);
+  EXPECT_EQ(curve[0].accuracy, 0.9);
+  EXPECT_EQ(curve[1].tau, 0.4);
+  for (const char* bad : {R"({"curve": [[0.5, 0, 0.9], [0.2, 0.01, 0.9]]})",  // out of order
+                          R"({"curve": [[0, 2, 0.9]]})", R"({"curve": [[0, 0]]})", R"({"curve": 3})",
+                          R"({"tau": 0.4})"})
+    EXPECT_THROW(ParseCurve(nlohmann::json::parse(bad), 0.9), da::UserError) << bad;
 }
 
 TEST(ModelCache, UtilityKeepsTheMostUsefulBytes) {

@@ -3,6 +3,7 @@
 #include <filesystem>
 
 #include "common/error.h"
+#include "common/fs.h"
 #include "context/predictor.h"
 #include "nn/model_dir.h"
 #include "nn/onnx_export.h"
@@ -315,6 +316,16 @@ TEST(Threshold, IsTheSmallestThatKeepsAccuracy) {
   EXPECT_EQ(all.offload_fraction, 1);
   EXPECT_GT(all.tau, 1);
   EXPECT_NEAR(ApplyThreshold(branch, base, labels, 0.0).accuracy, 0.7, 1e-9);
+  // The curve from "never" to t.tau: offloading 0, then 1, then 2 inputs.
+  const std::vector<Threshold> curve = ThresholdCurve(branch, base, labels, t.tau, 4);
+  ASSERT_EQ(curve.size(), 3u);
+  EXPECT_EQ(curve[0].tau, 0);
+  EXPECT_NEAR(curve[0].accuracy, 0.7, 1e-9);
+  EXPECT_NEAR(curve[1].offload_fraction, 0.1, 1e-9);
+  EXPECT_NEAR(curve[1].accuracy, 0.8, 1e-9);
+  EXPECT_NEAR(curve[2].tau, t.tau, 1e-9);
+  EXPECT_NEAR(curve[2].accuracy, t.accuracy, 1e-9);
+  EXPECT_EQ(CurveJson(curve).size(), 3u);
 }
 
 TEST(Family, BuildsARepositoryAndReusesIt) {
@@ -360,5 +371,35 @@ TEST(Family, BuildsARepositoryAndReusesIt) {
   nlohmann::json again = BuildFamily(in, o, Method::kContextAware, repo, true);
   EXPECT_EQ(again, family);
   EXPECT_EQ(fs::last_write_time(fs::path(repo) / kFamilyFile), stamp);
+  // A family from before the validation curves gets them on reuse: the same
+  // curves, in family.json and in each branch's metrics.
+  nlohmann::json old = family;
+  for (auto& br : old["branches"]) {
+    EXPECT_GE(br["threshold"]["curve"].size(), 1u);
+    br["threshold"].erase("curve");
+    const std::string d = (fs::path(repo) / br["dir"].get<std::string>()).string();
+    nlohmann::json m = da::nn::ReadMetrics(d);
+    m["threshold"].erase("curve");
+    da::WriteFileAtomic((fs::path(d) / "metrics.json").string(), m.dump());
+  }
+  da::WriteFileAtomic((fs::path(repo) / kFamilyFile).string(), old.dump());
+  // (The reloaded weights move confidences by a float's last bit.)
+  auto same = [](const nlohmann::json& a, const nlohmann::json& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_NEAR(a[i][0].get<double>(), b[i][0].get<double>(), 1e-6) << i;
+      EXPECT_EQ(a[i][1], b[i][1]) << i;
+      EXPECT_EQ(a[i][2], b[i][2]) << i;
+    }
+  };
+  const nlohmann::json upgraded = BuildFamily(in, o, Method::kContextAware, repo, true);
+  EXPECT_EQ(ReadFamily(repo), upgraded);
+  for (size_t i = 0; i < family["branches"].size(); ++i) {
+    const auto& br = family["branches"][i];
+    same(upgraded["branches"][i]["threshold"]["curve"], br["threshold"]["curve"]);
+    same(da::nn::ReadMetrics((fs::path(repo) / br["dir"].get<std::string>()).string())["threshold"]
+                            ["curve"],
+         br["threshold"]["curve"]);
+  }
   fs::remove_all(dir);
 }

@@ -16,7 +16,8 @@ TEST(Services, MatchThenDownloadWithHashCheckAndOneFetchPerMiss) {
   json m = Post(*edge, "/v1/match", kNetContext);
   ASSERT_TRUE(m.contains("model")) << m;
   EXPECT_EQ(m["ideal"], "net");
-  for (const char* k : {"url", "bytes", "sha256", "threshold", "predicted", "ideal_cached"})
+  for (const char* k : {"url", "bytes", "sha256", "threshold", "expected", "context", "predicted",
+                        "ideal_cached"})
     EXPECT_TRUE(m.contains(k)) << k;
   EXPECT_TRUE(m["predicted"].contains("download_ms") && m["predicted"].contains("energy_mj"));
   EXPECT_FALSE(m["ideal_cached"].get<bool>());  // cold cache
@@ -41,13 +42,18 @@ TEST(Services, MatchThenDownloadWithHashCheckAndOneFetchPerMiss) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 304);
   EXPECT_EQ(Metric(*edge, "model_fetches_total"), 1);
-  // The offload share to expect: the served model's on validation images.
-  double offload = -1;
+  // The offload share to expect: the collaborative rule's for the served
+  // model in this context (validation), at most its one threshold's.
+  double offload = -1, tau = -1;
   const json catalog = Get(*cloud, "/v1/catalog");
   for (const json& c : catalog["models"])
-    if (c["id"] == m["model"]) offload = c["threshold"]["val_offload_fraction"].get<double>();
+    if (c["id"] == m["model"])
+      offload = c["threshold"]["val_offload_fraction"], tau = c["threshold"]["tau"];
   ASSERT_GE(offload, 0) << m["model"] << " is not in the catalog";
-  EXPECT_NEAR(Get(*edge, "/v1/stats")["expected_offload"].get<double>(), offload, 1e-9);
+  const double expected = m["expected"]["offload"].get<double>();
+  EXPECT_LE(expected, offload);
+  EXPECT_LE(m["threshold"].get<double>(), tau);
+  EXPECT_NEAR(Get(*edge, "/v1/stats")["expected_offload"].get<double>(), expected, 1e-9);
 }
 
 TEST(Services, CloudDownKeepsServingCachedModelsDegraded) {

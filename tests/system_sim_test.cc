@@ -121,7 +121,7 @@ TEST(SystemSim, AnAllFallbackUserIsEdgeOnly) {
   Workload w;
   const User u = OneUser({0, 1, 2.5, 10}, {0, 1, 2, 3});
   const auto rs = SimulateSystem(in, w, {u});
-  const auto &da = Find(rs, "deepadapter"), &edge = Find(rs, "edge-only");
+  const auto &da = Find(rs, "deepadapter-paper"), &edge = Find(rs, "edge-only");
   ASSERT_EQ(da.latency_ms.size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_NEAR(da.latency_ms[i], edge.latency_ms[i], 1e-9) << i;
   EXPECT_NEAR(da.energy_mj, edge.energy_mj, 1e-9);
@@ -185,11 +185,29 @@ TEST(SystemSim, FitAsksTheEdgeOnlyWhenItsAnswerArrivesWithinTheBudget) {
   Workload w;
   // 3G: a 2 s round trip never fits 30 ms; WiFi (2 ms round trip) does.
   const auto slow = SimulateSystem(in, w, {OneUser({0, 1}, {0, 1}, "3g")});
-  EXPECT_EQ(Find(slow, "deepadapter").offload, 1);
+  EXPECT_EQ(Find(slow, "deepadapter-paper").offload, 1);
   EXPECT_EQ(Find(slow, "deepadapter-fit").offload, 0);
   EXPECT_EQ(Find(slow, "deepadapter-fit").accuracy,
             0);  // the branch's answers (label 0) on label-1 images
   const auto fast = SimulateSystem(in, w, {OneUser({0, 1}, {0, 1}, "wifi")});
   EXPECT_EQ(Find(fast, "deepadapter-fit").offload, 1);
-  EXPECT_NEAR(Find(fast, "deepadapter-fit").mean_ms, Find(fast, "deepadapter").mean_ms, 1e-9);
+  EXPECT_NEAR(Find(fast, "deepadapter-fit").mean_ms, Find(fast, "deepadapter-paper").mean_ms, 1e-9);
+}
+
+TEST(SystemSim, OursAsksTheEdgeWithinTheBudgetsSlack) {
+  SystemInput in = Input();
+  // A branch unsure of every image: with the edge's answers the pipeline is
+  // right on 3 of 4 (its curve says so), alone on none.
+  in.branches = {Model("unsure", 0, 0, 0, 0.1f, 0.5)};
+  in.branches[0].val_accuracy = 0;
+  in.branches[0].curve = {{0, 0, 0}, {0.5, 1, 0.75}};
+  Workload w;
+  // 3G: every answer from the edge would take 2 s against 30 ms: none asked.
+  const auto slow = SimulateSystem(in, w, {OneUser({0, 1}, {0, 1}, "3g")});
+  EXPECT_EQ(Find(slow, "deepadapter").offload, 0);
+  EXPECT_EQ(Find(slow, "deepadapter-paper").offload, 1);
+  // WiFi: they fit, all asked.
+  const auto fast = SimulateSystem(in, w, {OneUser({0, 1}, {0, 1}, "wifi")});
+  EXPECT_EQ(Find(fast, "deepadapter").offload, 1);
+  EXPECT_NEAR(Find(fast, "deepadapter").mean_ms, Find(fast, "deepadapter-paper").mean_ms, 1e-9);
 }

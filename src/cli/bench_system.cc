@@ -1,5 +1,5 @@
 // deepadapter bench system: the paper's headline comparison on our models
-// (sim/system_sim.h): six schemes on one workload of users, with every answer
+// (sim/system_sim.h): eight schemes on one workload of users, with every answer
 // from the real models on real test images.
 #include "cli/bench_system.h"
 
@@ -40,6 +40,7 @@ sim::SystemModel Answers(const std::string& dir, const std::string& id, const nn
   s.reference_ms = m.at("reference_ms");
   s.val_accuracy = m.at("val_accuracy");
   s.threshold = m.contains("threshold") ? m["threshold"].value("tau", 0.0) : 0.0;
+  if (m.contains("threshold")) s.curve = edge::ParseCurve(m["threshold"], s.val_accuracy);
   const std::string key =
       Sha256Hex(ReadFile((fs::path(dir) / "weights.pt").string())).substr(0, 16) + "-" +
       std::to_string(images.count);
@@ -321,18 +322,18 @@ void AddSystemBench(CLI::App& bench) {
                         "`: " + std::to_string(requests) + " requests on " +
                         std::to_string(data.test.count) + " test images.\n\n" + table_md + ratios);
     const char* colors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd",
-                            "#8c564b", "#d62728", "#e377c2"};
+                            "#8c564b", "#7f7f7f", "#e377c2", "#d62728"};
     std::vector<Series> cdf, acc;
     for (size_t i = 0; i < rs.size(); ++i) {
       std::vector<double> v = rs[i].latency_ms;
       std::sort(v.begin(), v.end());
-      Series s{rs[i].scheme, colors[i % 7], {}, {}, true};
+      Series s{rs[i].scheme, colors[i % 8], {}, {}, true};
       const size_t step = std::max<size_t>(1, v.size() / 400);
       for (size_t k = 0; k < v.size(); k += step)
         s.x.push_back(std::log10(std::max(0.01, v[k]))),
             s.y.push_back(double(k + 1) / double(v.size()));
       cdf.push_back(std::move(s));
-      acc.push_back({rs[i].scheme, colors[i % 7], {rs[i].mean_ms}, {100 * rs[i].accuracy}});
+      acc.push_back({rs[i].scheme, colors[i % 8], {rs[i].mean_ms}, {100 * rs[i].accuracy}});
     }
     WriteFileAtomic(
         (dir / "latency-cdf.svg").string(),
@@ -342,7 +343,7 @@ void AddSystemBench(CLI::App& bench) {
         SvgPlot("Accuracy against mean latency", "mean latency (ms)", "accuracy (%)", acc));
     std::vector<Series> energy;
     for (size_t i = 0; i < rs.size(); ++i)
-      energy.push_back({rs[i].scheme, colors[i % 7], {double(i + 1)}, {rs[i].energy_mj}});
+      energy.push_back({rs[i].scheme, colors[i % 8], {double(i + 1)}, {rs[i].energy_mj}});
     WriteFileAtomic((dir / "energy.svg").string(),
                     SvgPlot("Mobile energy per request", "scheme (legend)", "energy (mJ)", energy));
     std::printf(

@@ -80,7 +80,7 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
       while (Clock::now() < end) {
         const sim::User& u = users[next_user++ % users.size()];
         const sim::SystemModel* model = nullptr;
-        double device_ms = 0, fit_ms = 0;
+        double device_ms = 0, fit_ms = 0, tau = 0;
         auto session_start = Clock::now();
         if (da) {
           const std::string m = post("/v1/match", nlohmann::json{{"device", u.c.device},
@@ -100,6 +100,8 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
           if (!model) throw UserError("the edge served an unknown model " + j.dump());
           device_ms = u.c.slowdown * model->reference_ms;
           fit_ms = sim::FallbackMs(u.c, in, w);
+          // Ours: the edge's threshold for this context; -fit: the branch's one.
+          tau = scheme == "deepadapter" ? j.at("threshold").get<double>() : model->threshold;
         }
         for (size_t k = 0; k < u.t.size() && Clock::now() < end; ++k) {
           const auto start = k == 0 ? session_start : Clock::now();
@@ -107,7 +109,7 @@ Live Drive(const std::string& scheme, int edge_port, int cloud_port, const sim::
           bool ask = !da;
           if (da) {
             std::this_thread::sleep_for(std::chrono::duration<double, std::milli>(device_ms));
-            ask = model->top[size_t(img)] < model->threshold &&
+            ask = model->top[size_t(img)] < tau &&
                   (scheme == "deepadapter" || fit_ms <= u.c.budget_ms);
           }
           if (ask) {
@@ -177,12 +179,16 @@ nlohmann::json BrowserCheck(const SystemFlags& f, const sim::SystemInput& in,
     const double dl_meas = v.at("loadMs");
     const double device_ms = c.slowdown * m->reference_ms;
     const double fallback_ms = sim::FallbackMs(c, in, w);
+    // The page follows the edge's threshold for its context (edge/cache.h).
+    const double tau = edge::PlanModel(c, {m->id, m->bytes, m->val_accuracy, m->reference_ms, m->curve},
+                                       fallback_ms)
+                           .tau;
     double pred = 0, meas = 0;
     const auto& results = v.at("results");
     for (const auto& r : results) {
       const size_t i = r.at("index");
       if (i >= m->top.size()) throw UserError("the page classified an image past the answers");
-      pred += device_ms + (m->top[i] < m->threshold ? fallback_ms : 0);
+      pred += device_ms + (m->top[i] < tau ? fallback_ms : 0);
       meas += r.at("ms").get<double>();
     }
     pred /= double(results.size()), meas /= double(results.size());

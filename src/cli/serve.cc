@@ -119,6 +119,10 @@ void AddEdgeOptions(CLI::App* cmd, edge::EdgeConfig& c, bool standalone) {
       ->capture_default_str();
   cmd->add_option("--probe-max", c.probe_max_bytes, "Largest bandwidth probe (bytes)")
       ->capture_default_str();
+  cmd->add_option("--match-margin", c.match_margin,
+                  "A faster model within this validation accuracy (a fraction) of the most "
+                  "accurate one in budget is matched instead")
+      ->capture_default_str();
 }
 
 // Runs `stop` on SIGINT/SIGTERM (from a thread: the handlers' work is not

@@ -124,8 +124,8 @@ std::string VersionedUrl(const std::string& path, const std::string& sha256) {
   return path + "?v=" + sha256.substr(0, 16);
 }
 
-std::shared_ptr<const Asset> AssetCache::Find(const std::string& key, const std::string& version) {
-  std::lock_guard lock(mu_);
+std::shared_ptr<const Asset> AssetCache::FindLocked(const std::string& key,
+                                                    const std::string& version) {
   auto it = entries_.find(key);
   if (it == entries_.end() || it->second.version != version) return nullptr;
   it->second.used = ++clock_;
@@ -133,11 +133,12 @@ std::shared_ptr<const Asset> AssetCache::Find(const std::string& key, const std:
 }
 
 void AssetCache::Put(const std::string& key, const std::string& version,
-                     std::shared_ptr<const Asset> a) {
+                     std::shared_ptr<const Asset> a, const std::string& flight) {
   auto size = [](const Asset& x) {
     return int64_t(x.identity.size() + x.gzip.size() + x.br.size());
   };
   std::lock_guard lock(mu_);
+  flights_.erase(flight);
   Entry& e = entries_[key];
   if (e.asset) bytes_ -= size(*e.asset);
   e = {version, a, ++clock_};

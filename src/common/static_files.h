@@ -9,6 +9,7 @@
 #include <httplib.h>
 
 #include <cstdint>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -39,19 +40,43 @@ std::string VersionedUrl(const std::string& path, const std::string& sha256);
 class AssetCache {
  public:
   explicit AssetCache(int64_t max_bytes = 256 << 20) : max_bytes_(max_bytes) {}
-  // The asset for (key, version): cached, or made from `load()` outside the lock.
+  // The asset for (key, version): cached, or made from `load()` outside the
+  // lock, once: concurrent callers for the same one wait for the first's
+  // (a crowd of first downloads loaded and compressed a model each, issue 27),
+  // and get its exception when it fails.
   template <typename Load>
   std::shared_ptr<const Asset> Get(const std::string& key, const std::string& version,
                                    const std::string& type, Load load) {
-    if (auto a = Find(key, version)) return a;
-    auto a = MakeAsset(load(), type);
-    Put(key, version, a);
-    return a;
+    std::promise<std::shared_ptr<const Asset>> mine;
+    std::shared_future<std::shared_ptr<const Asset>> theirs;
+    const std::string flight = key + '\0' + version;
+    {
+      std::lock_guard lock(mu_);
+      if (auto a = FindLocked(key, version)) return a;
+      auto [it, first] = flights_.try_emplace(flight, mine.get_future().share());
+      if (!first) theirs = it->second;
+    }
+    if (theirs.valid()) return theirs.get();
+    try {
+      auto a = MakeAsset(load(), type);
+      Put(key, version, a, flight);
+      mine.set_value(a);
+      return a;
+    } catch (...) {
+      {
+        std::lock_guard lock(mu_);
+        flights_.erase(flight);
+      }
+      mine.set_exception(std::current_exception());
+      throw;
+    }
   }
 
  private:
-  std::shared_ptr<const Asset> Find(const std::string& key, const std::string& version);
-  void Put(const std::string& key, const std::string& version, std::shared_ptr<const Asset> a);
+  std::shared_ptr<const Asset> FindLocked(const std::string& key, const std::string& version);
+  // Keeps `a` and ends its flight.
+  void Put(const std::string& key, const std::string& version, std::shared_ptr<const Asset> a,
+           const std::string& flight);
   struct Entry {
     std::string version;
     std::shared_ptr<const Asset> asset;
@@ -61,6 +86,7 @@ class AssetCache {
   uint64_t clock_ = 0;
   std::mutex mu_;
   std::map<std::string, Entry> entries_;
+  std::map<std::string, std::shared_future<std::shared_ptr<const Asset>>> flights_;
 };
 
 class StaticFiles {

@@ -18,6 +18,47 @@ std::string PolicyName(Policy p) {
   return p == Policy::kUtility ? "utility" : p == Policy::kLru ? "lru" : "lfu";
 }
 
+std::vector<CurvePoint> ParseCurve(const nlohmann::json& threshold, double accuracy) {
+  std::vector<CurvePoint> curve;
+  try {
+    if (threshold.contains("curve")) {
+      for (const auto& p : threshold.at("curve"))
+        curve.push_back({p.at(0).get<double>(), p.at(1).get<double>(), p.at(2).get<double>()});
+    } else if (threshold.contains("tau")) {
+      curve = {{0, 0, accuracy},
+               {threshold.at("tau").get<double>(), threshold.at("val_offload_fraction").get<double>(),
+                threshold.at("val_collaborative_accuracy").get<double>()}};
+    }
+  } catch (const nlohmann::json::exception& e) {
+    throw UserError(std::string("threshold: ") + e.what());
+  }
+  for (size_t i = 0; i < curve.size(); ++i) {
+    const CurvePoint& p = curve[i];
+    if (!(p.tau >= 0 && p.offload >= 0 && p.offload <= 1 && p.accuracy >= 0 && p.accuracy <= 1) ||
+        (i > 0 && !(p.tau >= curve[i - 1].tau)))
+      throw UserError("threshold: a curve point out of range or out of order");
+  }
+  return curve;
+}
+
+Plan PlanModel(const context::Context& c, const CatalogModel& m, double fallback_ms) {
+  const double local = context::Predict(c, m.reference_ms, m.bytes).total_ms;
+  Plan best{0, 0, m.accuracy, local};
+  if (local > c.budget_ms) return best;  // asking the edge would only add to it
+  for (const CurvePoint& p : m.curve) {
+    // An edge never asked costs nothing (0 x INFINITY would be NaN).
+    const double ms = p.offload > 0 ? local + p.offload * fallback_ms : local;
+    if (ms <= c.budget_ms && p.accuracy > best.accuracy) best = {p.tau, p.offload, p.accuracy, ms};
+  }
+  return best;
+}
+
+double FallbackMs(const context::Context& c, int64_t upload_bytes, double server_ms,
+                  double page_ms) {
+  return c.slowdown * page_ms + static_cast<double>(upload_bytes) * 8 / c.uplink_kbps + c.rtt_ms +
+         server_ms + static_cast<double>(kAnswerBytes) * 8 / c.downlink_kbps;
+}
+
 ModelCache::ModelCache(Policy policy, int64_t capacity_bytes, double half_life_s)
     : policy_(policy), capacity_(capacity_bytes), half_life_(half_life_s) {
   if (capacity_bytes < 0) throw UserError("cache capacity must be >= 0 bytes");

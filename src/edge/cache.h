@@ -2,10 +2,19 @@
 // Matching and the model cache's content, without I/O (the edge service and
 // `bench edge` share it).
 //
-// Matching: the ideal model for a context is the one with the highest
-// validation accuracy whose predicted latency meets the budget (none meets it:
-// the fastest, flagged). The edge serves the ideal model when it is cached;
-// otherwise the best cached model that meets the budget (no wait); otherwise
+// Matching counts the costs of the decisions it makes (issue 26). Each model
+// carries its validation curve: the accuracy of the whole pipeline (the
+// model, the edge's base model below a confidence threshold) and the share of
+// inputs sent to the edge, from "never" up to the threshold pruning chose.
+// The collaborative rule in a context takes the most accurate point whose
+// expected latency (the model's predicted latency + offload x the time of one
+// answer from the edge in this context) meets the budget: it spends the
+// budget's slack on fallbacks, so a 2-second link gets almost none and WiFi
+// all of them. The ideal model is the one whose rule is the most accurate
+// within budget, except that the fastest model within `margin` of that
+// accuracy wins (validation differences of 0.1 point are noise); none within
+// budget: the fastest, flagged. The edge serves the ideal model when it is
+// cached; otherwise the best cached model within budget (no wait); otherwise
 // the ideal, fetched from the cloud.
 //
 // Content policies, at the same capacity in bytes:
@@ -16,6 +25,7 @@
 //    periodically and on demand; a miss does not change the content.
 //  - lru / lfu: a miss admits the ideal model, evicting the least recently /
 //    least frequently (all-time count) requested models until it fits.
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <set>
@@ -27,18 +37,56 @@
 
 namespace da::edge {
 
+// One threshold of a model's validation curve.
+struct CurvePoint {
+  double tau = 0;       // below this top probability the edge answers
+  double offload = 0;   // share of inputs sent to the edge
+  double accuracy = 0;  // of the pipeline
+};
+
 struct CatalogModel {
   std::string id;
   int64_t bytes = 0;
-  double accuracy = 0;      // validation
+  double accuracy = 0;      // validation, the model alone
   double reference_ms = 0;  // on the reference runtime
+  std::vector<CurvePoint> curve;  // by rising tau; empty: the model alone, never offloading
+};
+
+// A model's curve from its record's "threshold" ({"curve": [[tau, offload,
+// accuracy], ...]}, or only "tau", "val_offload_fraction" and
+// "val_collaborative_accuracy" as families before issue 26 have it: then the
+// two points "never" and tau). `accuracy`: the model alone. UserError when
+// malformed.
+std::vector<CurvePoint> ParseCurve(const nlohmann::json& threshold, double accuracy);
+
+// The collaborative rule for model m in context c, where one answer from the
+// edge takes `fallback_ms` (INFINITY: the edge is never asked).
+struct Plan {
+  double tau = 0, offload = 0;
+  double accuracy = 0;    // expected, of the pipeline (validation)
+  double latency_ms = 0;  // expected per inference: predicted + offload x fallback_ms
+};
+Plan PlanModel(const context::Context& c, const CatalogModel& m, double fallback_ms);
+
+// The predicted time of one answer from the edge (no queueing): the page's
+// own request work (`page_ms` at slowdown 1), the upload, the round trip,
+// `server_ms` at the edge (its wait for a batch and its service), the answer.
+double FallbackMs(const context::Context& c, int64_t upload_bytes, double server_ms, double page_ms);
+inline constexpr int64_t kAnswerBytes = 300;  // one image's answer (the OIP response)
+inline constexpr int64_t kUploadOverheadBytes = 400;  // the request's head and OIP JSON around the pixels
+
+struct MatchOptions {
+  double fallback_ms = INFINITY;  // one answer from the edge in this context
+  double margin = 0;              // accuracy (a fraction) within which the fastest model wins
+  bool only_cached = false;       // see MatchContext
 };
 
 struct Match {
   int ideal = -1;   // index into the models
   int served = -1;  // what the edge answers with now
   bool ideal_cached = false;
-  bool meets_budget = false;  // the ideal's predicted latency meets the budget
+  bool meets_budget = false;  // the ideal's expected latency meets the budget
+  Plan plan;                  // the served model's rule in this context
 };
 
 // `cached(i)`: whether model i is in the cache. Models must not be empty.
@@ -47,7 +95,7 @@ struct Match {
 // than the ideal, if anything is cached.
 template <class Cached>
 Match MatchContext(const context::Context& c, const std::vector<CatalogModel>& models,
-                   Cached cached, bool only_cached = false);
+                   Cached cached, const MatchOptions& o = {});
 
 enum class Policy { kUtility, kLru, kLfu };
 Policy ParsePolicy(const std::string& name);  // UserError for unknown names
@@ -106,26 +154,45 @@ class ModelCache {
 // Template definition.
 template <class Cached>
 Match MatchContext(const context::Context& c, const std::vector<CatalogModel>& models,
-                   Cached cached, bool only_cached) {
+                   Cached cached, const MatchOptions& o) {
   Match m;
-  int fastest = -1, fastest_cached = -1;
-  double fastest_ms = 0, fastest_cached_ms = 0;
-  for (int i = 0; i < static_cast<int>(models.size()); ++i) {
-    const CatalogModel& x = models[static_cast<size_t>(i)];
-    const double ms = context::Predict(c, x.reference_ms, x.bytes).total_ms;
-    if (fastest < 0 || ms < fastest_ms) fastest = i, fastest_ms = ms;
-    if (only_cached && cached(i) && (fastest_cached < 0 || ms < fastest_cached_ms))
-      fastest_cached = i, fastest_cached_ms = ms;
-    if (ms > c.budget_ms) continue;
-    if (m.ideal < 0 || x.accuracy > models[static_cast<size_t>(m.ideal)].accuracy) m.ideal = i;
-    if (cached(i) && (m.served < 0 || x.accuracy > models[static_cast<size_t>(m.served)].accuracy))
-      m.served = i;
-  }
+  std::vector<Plan> plans;
+  for (const CatalogModel& x : models) plans.push_back(PlanModel(c, x, o.fallback_ms));
+  const int n = static_cast<int>(models.size());
+  // The best within budget among those `ok` admits: the most accurate, then
+  // the fastest within the margin of it (-1: none within budget).
+  auto best = [&](auto ok) {
+    int top = -1;
+    for (int i = 0; i < n; ++i)
+      if (ok(i) && plans[size_t(i)].latency_ms <= c.budget_ms &&
+          (top < 0 || plans[size_t(i)].accuracy > plans[size_t(top)].accuracy))
+        top = i;
+    int pick = top;
+    for (int i = 0; top >= 0 && i < n; ++i)
+      if (ok(i) && plans[size_t(i)].latency_ms <= c.budget_ms &&
+          plans[size_t(i)].accuracy >= plans[size_t(top)].accuracy - o.margin &&
+          plans[size_t(i)].latency_ms < plans[size_t(pick)].latency_ms)
+        pick = i;
+    return pick;
+  };
+  auto fastest = [&](auto ok) {
+    int f = -1;
+    for (int i = 0; i < n; ++i)
+      if (ok(i) && (f < 0 || plans[size_t(i)].latency_ms < plans[size_t(f)].latency_ms)) f = i;
+    return f;
+  };
+  auto all = [](int) { return true; };
+  m.ideal = best(all);
+  m.served = best(cached);
   m.meets_budget = m.ideal >= 0;
-  if (!m.meets_budget) m.ideal = fastest;
+  if (!m.meets_budget) m.ideal = fastest(all);
   m.ideal_cached = cached(m.ideal);
   if (m.ideal_cached || m.served < 0) m.served = m.ideal;
-  if (!m.ideal_cached && m.served == m.ideal && fastest_cached >= 0) m.served = fastest_cached;
+  if (o.only_cached && !m.ideal_cached && m.served == m.ideal) {
+    const int f = fastest(cached);
+    if (f >= 0) m.served = f;
+  }
+  m.plan = plans[size_t(m.served)];
   return m;
 }
 

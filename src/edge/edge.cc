@@ -29,6 +29,10 @@ void EdgeConfig::Validate() const {
        {half_life_s, refresh_s, catalog_refresh_s, retry_max_s, prune_interval_s, heartbeat_s})
     if (!(v > 0) || !std::isfinite(v)) throw UserError("intervals must be positive seconds");
   if (probe_max_bytes < 1) throw UserError("probe cap must be >= 1 byte");
+  if (!(match_margin >= 0 && match_margin < 1))
+    throw UserError("the match margin must be an accuracy in [0, 1)");
+  for (double v : {fallback_page_ms, fallback_server_ms})
+    if (!(v >= 0) || !std::isfinite(v)) throw UserError("fallback costs must be >= 0 ms");
 }
 
 double WallSeconds() {
@@ -162,8 +166,13 @@ nlohmann::json Edge::Impl::MatchRequest(nlohmann::json body) {
   std::unique_lock lock(mu);
   if (models.empty()) throw HttpError(503, "no catalog yet: the cloud has not been reached");
   // While the cloud is down only cached models can be downloaded.
+  MatchOptions mo;
+  mo.fallback_ms = FallbackMs(c, input_bytes + kUploadOverheadBytes, cfg.fallback_server_ms,
+                              cfg.fallback_page_ms);
+  mo.margin = cfg.match_margin;
+  mo.only_cached = degraded;
   Match m = MatchContext(
-      c, models, [&](int i) { return on_disk.count(models[size_t(i)].id) > 0; }, degraded);
+      c, models, [&](int i) { return on_disk.count(models[size_t(i)].id) > 0; }, mo);
   const CatalogModel& ideal = models[static_cast<size_t>(m.ideal)];
   const CatalogModel& served = models[static_cast<size_t>(m.served)];
   // lru/lfu admit the ideal (the worker fetches it), but not during an outage:
@@ -181,7 +190,13 @@ nlohmann::json Edge::Impl::MatchRequest(nlohmann::json body) {
       {"url", http::VersionedUrl("/v1/models/" + served.id + ".onnx", rec.at("onnx").at("sha256"))},
       {"bytes", served.bytes},
       {"sha256", rec.at("onnx").at("sha256")},
-      {"threshold", rec.contains("threshold") ? rec["threshold"].value("tau", 0.0) : 0.0},
+      // The collaborative rule in this context: the threshold, and what the
+      // pipeline is expected to give (validation accuracy, offload, latency).
+      {"threshold", m.plan.tau},
+      {"expected",
+       {{"accuracy", m.plan.accuracy},
+        {"offload", m.plan.offload},
+        {"latency_ms", m.plan.latency_ms}}},
       {"val_accuracy", served.accuracy},
       {"spec", rec.value("spec", nlohmann::json())},
       {"reference_ms", served.reference_ms},
@@ -193,15 +208,14 @@ nlohmann::json Edge::Impl::MatchRequest(nlohmann::json body) {
       {"budget_ms", c.budget_ms},
       // The device class and network preset nearest to what the visitor measured.
       {"context", {{"device", c.device}, {"network", c.network}}},
-      {"meets_budget", p.total_ms <= c.budget_ms},
+      {"meets_budget", m.plan.latency_ms <= c.budget_ms},
       {"ideal", ideal.id},
       {"ideal_cached", m.ideal_cached},
       {"cached", on_disk.count(served.id) > 0},
       {"degraded", degraded}};
-  // The share of its answers the served model leaves to the edge, as measured
-  // on validation images: summed over matches, the offload share to expect.
-  const double offload =
-      rec.contains("threshold") ? rec["threshold"].value("val_offload_fraction", 0.0) : 0.0;
+  // The share of its answers the served model leaves to the edge in this
+  // context (validation): summed over matches, the offload share to expect.
+  const double offload = m.plan.offload;
   lock.unlock();
   metrics.Add("match_total", Label("ideal_cached", m.ideal_cached ? "true" : "false"));
   metrics.Add("match_expected_offload_sum", "", offload);

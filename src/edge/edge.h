@@ -41,6 +41,13 @@ struct EdgeConfig {
   double heartbeat_s = 1;          // the cloud's health checked this often
   double prune_interval_s = 30;    // at most one prune request forwarded per interval
   int64_t probe_max_bytes = 8 << 20;
+  // Matching (edge/cache.h): a model within this much validation accuracy of
+  // the most accurate one in budget wins when faster; and what one fallback
+  // costs beyond the network: the page's own request work at slowdown 1
+  // (profiles/workload.json "page"), the edge's wait for a batch and a
+  // batch-1 pass of the base model (2 ms + 0.57 ms measured, docs/RESULTS.md).
+  double match_margin = 0.0025;
+  double fallback_page_ms = 2.7, fallback_server_ms = 3;
   infer::BatchOptions batching;
   std::string profiles_dir;
   std::string web_dir;    // web/ of the repo: demo page, SDK, onnxruntime-web ("" : none)

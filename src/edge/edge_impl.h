@@ -75,6 +75,7 @@ struct Edge::Impl {
   std::mutex mu;
   std::vector<CatalogModel> models;               // branches (browsers run these)
   std::map<std::string, nlohmann::json> records;  // id -> catalog record, base included
+  int64_t input_bytes = 784;                      // one image as uploaded (the base's input)
   ModelCache cache;
   std::map<std::string, std::string> on_disk;                       // id -> sha256 of stored files
   std::map<std::string, std::shared_future<std::string>> fetching;  // id -> file content

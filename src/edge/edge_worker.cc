@@ -114,18 +114,30 @@ bool Edge::Impl::SetCatalog(const nlohmann::json& j) {
   try {
     std::vector<CatalogModel> ms;
     std::map<std::string, nlohmann::json> recs;
+    int64_t input = 784;
     for (const auto& m : j.at("models")) {
       const std::string id = m.at("id");
       if (!repo::ValidId(id) || !IsSha256Hex(m.at("onnx").at("sha256").get<std::string>()))
         throw std::runtime_error("bad model entry");
       recs[id] = m;
-      if (m.value("kind", "branch") == "base") continue;  // the base runs here, not in browsers
-      ms.push_back({id, m.at("onnx").at("bytes").get<int64_t>(), m.at("val_accuracy").get<double>(),
-                    m.at("reference_ms").get<double>()});
+      if (m.value("kind", "branch") == "base") {  // the base runs here, not in browsers
+        if (m.contains("spec") && m["spec"].contains("input")) {
+          input = 1;
+          for (const auto& d : m["spec"]["input"]) input *= d.get<int64_t>();
+          if (input < 1 || input > (int64_t{1} << 30)) throw std::runtime_error("bad input shape");
+        }
+        continue;
+      }
+      const double accuracy = m.at("val_accuracy").get<double>();
+      ms.push_back({id, m.at("onnx").at("bytes").get<int64_t>(), accuracy,
+                    m.at("reference_ms").get<double>(),
+                    m.contains("threshold") ? ParseCurve(m["threshold"], accuracy)
+                                            : std::vector<CurvePoint>{}});
     }
     std::lock_guard lock(mu);
     models = std::move(ms);
     records = std::move(recs);
+    input_bytes = input;
     return true;
   } catch (const std::exception& e) {
     spdlog::warn("ignoring a malformed catalog: {}", e.what());

@@ -46,6 +46,34 @@ nlohmann::json ContextsJson(const std::vector<Context>& cs) {
   return j;
 }
 
+// A family built before issue 26 lacks its branches' validation curves
+// (threshold.curve, which the edge's collaborative rule chooses from): they
+// are added to each branch's metrics.json and to family.json (the same
+// weights, thresholds and inputs).
+nlohmann::json AddCurves(const FamilyInputs& in, nn::NetImpl& base, const std::string& repo,
+                         nlohmann::json family) {
+  torch::Tensor labels, base_val;
+  int added = 0;
+  for (auto& b : family.at("branches")) {
+    if (b.at("threshold").contains("curve")) continue;
+    if (!added++) labels = nn::LabelsTensor(in.data->val), base_val = Probabilities(base, in.data->val);
+    const std::string dir = (fs::path(repo) / b.at("dir").get<std::string>()).string();
+    nn::Net net = nn::LoadModelDir(dir);
+    const double tau = b.at("threshold").at("tau");
+    const nlohmann::json curve =
+        CurveJson(ThresholdCurve(Probabilities(*net, in.data->val), base_val, labels, tau));
+    nlohmann::json m = nn::ReadMetrics(dir);
+    m["threshold"]["curve"] = curve;
+    WriteFileAtomic((fs::path(dir) / nn::kMetricsFile).string(), m.dump(2) + "\n");
+    b["threshold"]["curve"] = curve;
+  }
+  if (added) {
+    WriteFileAtomic((fs::path(repo) / kFamilyFile).string(), family.dump(1) + "\n");
+    std::fprintf(stderr, "%s: added the validation curves of %d branch models\n", repo.c_str(), added);
+  }
+  return family;
+}
+
 }  // namespace
 
 nlohmann::json ReadFamily(const std::string& repo) {
@@ -94,7 +122,7 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
   const nlohmann::json inputs = InputsJson(in, opts, method, base->spec(), matched_steps);
   if (reuse && fs::exists(fs::path(repo) / kFamilyFile)) {
     nlohmann::json old = ReadFamily(repo);
-    if (old.value("inputs", nlohmann::json()) == inputs) return old;
+    if (old.value("inputs", nlohmann::json()) == inputs) return AddCurves(in, *base, repo, old);
     std::fprintf(stderr, "%s was built from other inputs; rebuilding\n", repo.c_str());
   }
   fs::remove(fs::path(repo) / kFamilyFile);
@@ -135,15 +163,16 @@ nlohmann::json BuildFamily(const FamilyInputs& in, const SearchOptions& opts, Me
     m["pruned_order"] = b.pruned_order;
     m["predicted"] = Predictions(b.net->spec(), all, *in.table);
     m["reference_ms"] = in.table->ModelMs(b.net->spec());
-    Threshold th =
-        ChooseThreshold(Probabilities(*b.net, in.data->val), base_val, labels, opts.accuracy_drop);
+    const torch::Tensor val = Probabilities(*b.net, in.data->val);
+    Threshold th = ChooseThreshold(val, base_val, labels, opts.accuracy_drop);
     Threshold test =
         ApplyThreshold(Probabilities(*b.net, in.data->test), base_test, test_labels, th.tau);
     m["threshold"] = {{"tau", th.tau},
                       {"val_offload_fraction", th.offload_fraction},
                       {"val_collaborative_accuracy", th.accuracy},
                       {"test_offload_fraction", test.offload_fraction},
-                      {"test_collaborative_accuracy", test.accuracy}};
+                      {"test_collaborative_accuracy", test.accuracy},
+                      {"curve", CurveJson(ThresholdCurve(val, base_val, labels, th.tau))}};
     const std::string dir = "branches/" + b.context.name;
     WriteModel((fs::path(repo) / dir).string(), b.net, m);
     const auto& own = m["predicted"][b.context.name];

@@ -337,6 +337,29 @@ Threshold ApplyThreshold(const torch::Tensor& branch_probs, const torch::Tensor&
           answer.eq(labels).to(torch::kDouble).mean().item<double>()};
 }
 
+std::vector<Threshold> ThresholdCurve(const torch::Tensor& branch_probs,
+                                      const torch::Tensor& base_probs, const torch::Tensor& labels,
+                                      double tau, int points) {
+  const torch::Tensor conf = std::get<0>(branch_probs.max(1));
+  const torch::Tensor sorted = std::get<0>(conf.sort()).to(torch::kDouble).contiguous();
+  const int64_t n = sorted.size(0), k_max = (conf < tau).sum().item<int64_t>();
+  std::vector<Threshold> out = {ApplyThreshold(branch_probs, base_probs, labels, 0)};
+  for (int j = 1; j <= points; ++j) {
+    // Offloading the k least confident inputs (fewer where confidences tie).
+    const int64_t k = k_max * j / points;
+    if (k == 0 && j < points) continue;  // "never" again
+    const double t = j == points || k >= n ? tau : sorted.data_ptr<double>()[k];
+    if (t > out.back().tau) out.push_back(ApplyThreshold(branch_probs, base_probs, labels, t));
+  }
+  return out;
+}
+
+nlohmann::json CurveJson(const std::vector<Threshold>& curve) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const Threshold& t : curve) out.push_back({t.tau, t.offload_fraction, t.accuracy});
+  return out;
+}
+
 // Above every float probability: the branch never answers itself.
 const double kAlwaysOffload = std::nextafter(1.0f, 2.0f);
 

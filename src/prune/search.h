@@ -105,6 +105,15 @@ Threshold ChooseThreshold(const torch::Tensor& branch_probs, const torch::Tensor
 Threshold ApplyThreshold(const torch::Tensor& branch_probs, const torch::Tensor& base_probs,
                          const torch::Tensor& labels, double tau);
 
+// The same at `points` + 1 thresholds from "never" (0) to `tau`, offloading
+// evenly spaced shares of the inputs `tau` offloads: the curve the edge's
+// collaborative rule chooses from per context (edge/cache.h).
+std::vector<Threshold> ThresholdCurve(const torch::Tensor& branch_probs,
+                                      const torch::Tensor& base_probs, const torch::Tensor& labels,
+                                      double tau, int points = 20);
+// The curve as the model's record keeps it: [[tau, offload, accuracy], ...].
+nlohmann::json CurveJson(const std::vector<Threshold>& curve);
+
 // Softmax probabilities [N, classes] of `net` on `images`.
 torch::Tensor Probabilities(nn::NetImpl& net, const nn::Images& images);
 

@@ -1,5 +1,5 @@
 #pragma once
-// The system evaluation (issue 11): one workload of users, six schemes.
+// The system evaluation (issue 11): one workload of users, eight schemes.
 // Per request, latency and mobile energy follow the predictor (transfers over
 // the user's link, compute at the device's slowdown, radio power and tails),
 // correctness is the real models' answers on the real test images, and
@@ -11,15 +11,21 @@
 //   static       one mid-size branch for everyone, from the cloud, on the phone
 //   split        Neurosurgeon: the base cut where the context's latency is least,
 //                the head on the phone (downloaded from the edge), the tail on the edge
-//   deepadapter  the matched branch (from the edge's cache, or through it from
-//                the cloud), the edge's base model below the branch's threshold
+//   deepadapter-paper  as the paper specifies it: the most accurate branch in
+//                budget (from the edge's cache, or through it from the cloud),
+//                the edge's base model below the branch's one threshold
 //   deepadapter-fit  the same, asking the edge only when its answer can arrive
 //                within the budget (upload + round trip + batch-1 service)
+//   deepadapter  ours, the edge's default (edge/cache.h): per context, the
+//                threshold whose expected fallbacks fit the budget's slack,
+//                and the branch whose pipeline is the most accurate in budget,
+//                the fastest within a margin of it
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "context/context.h"
+#include "edge/cache.h"
 
 namespace da::sim {
 
@@ -32,6 +38,7 @@ struct SystemModel {
   double val_accuracy = 0;
   std::vector<int64_t> predicted;  // per image
   std::vector<float> top;          // per image
+  std::vector<edge::CurvePoint> curve;  // validation: what the cost-aware rule chooses from
 };
 
 // A place to cut the base model: the phone runs a prefix, sends the one
@@ -88,6 +95,7 @@ struct SystemInput {
   double cache_fraction = 0.3;  // the edge cache, a fraction of the branches' bytes
   double refresh_s = 10, half_life_s = 600;
   std::string static_model;  // default: the branch of median size
+  double match_margin = 0.0025;  // deepadapter: a faster branch within this accuracy wins
 };
 
 struct SchemeResult {
@@ -105,11 +113,11 @@ struct SchemeResult {
 std::vector<std::string> SchemeNames();
 
 // Bytes of an answer from a server (the OIP response for one image).
-inline constexpr int64_t kAnswerBytes = 300;
+inline constexpr int64_t kAnswerBytes = edge::kAnswerBytes;
 
 // The predicted time of one image asked of the edge without queueing: the
 // page's request cost, its upload, the round trip, the edge's wait for a batch
-// and batch-1 service, the answer back.
+// and batch-1 service, the answer back (edge::FallbackMs with the workload's figures).
 double FallbackMs(const context::Context& c, const SystemInput& in, const Workload& w);
 
 // Every scheme on the same users. UserError when the inputs do not fit

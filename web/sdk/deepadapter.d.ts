@@ -18,7 +18,9 @@ export interface Options {
 }
 export interface Context { slowdown: number; downlink_kbps: number; rtt_ms: number; measured_ms: number; groups_ms: number[]; reference_model: string; hint: object | null }
 export interface Match {
-  model: string; url: string; bytes: number; sha256: string; threshold: number; val_accuracy: number;
+  model: string; url: string; bytes: number; sha256: string; val_accuracy: number;
+  threshold: number;  // the collaborative rule's for this context: below this confidence the edge answers
+  expected: { accuracy: number; offload: number; latency_ms: number };  // what the rule expects (validation)
   spec: { family: string; stages: number[][]; input: [number, number, number]; classes: number; hidden?: number };
   predicted: { latency_ms: number; download_ms: number; compute_ms: number; energy_mj: number };
   context: { device: string; network: string };  // the nearest device class and network preset
