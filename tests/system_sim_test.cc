@@ -211,3 +211,24 @@ TEST(SystemSim, OursAsksTheEdgeWithinTheBudgetsSlack) {
   EXPECT_EQ(Find(fast, "deepadapter").offload, 1);
   EXPECT_NEAR(Find(fast, "deepadapter").mean_ms, Find(fast, "deepadapter-paper").mean_ms, 1e-9);
 }
+
+TEST(SystemSim, StaticIsChosenForTheMostCorrectAnswersWithinBudget) {
+  SystemInput in = Input();
+  // A big branch, more accurate on validation, meets no one's 30 ms budget on
+  // 3G; the small one meets it: the small one gives more correct answers in
+  // budget. Among equals (within the margin) the faster wins.
+  in.branches = {Model("small", 1000, 0.5, 1, 0.9f), Model("big", 5'000'000, 0.5, 1, 0.9f)};
+  in.branches[1].val_accuracy = 0.95;
+  const std::vector<User> users = {OneUser({0}, {0}, "3g")};
+  EXPECT_EQ(ChooseStatic(in, users, 0), "small");
+  in.branches[1].bytes = 1000;  // as fast to fetch: the more accurate wins ...
+  EXPECT_EQ(ChooseStatic(in, users, 0), "big");
+  in.branches[1].reference_ms = 0.6;  // ... unless slower and within the margin
+  EXPECT_EQ(ChooseStatic(in, users, 0.1), "small");
+  // One scheme alone; an unknown one is refused.
+  in.static_model = "big";
+  const auto one = SimulateSystem(in, Workload{}, users, {"static"});
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(one[0].scheme, "static");
+  EXPECT_THROW(SimulateSystem(in, Workload{}, users, {"statics"}), da::UserError);
+}

@@ -188,8 +188,32 @@ struct Links {
 
 }  // namespace
 
+std::string ChooseStatic(const SystemInput& in, const std::vector<User>& users, double margin) {
+  if (in.branches.empty() || users.empty()) throw UserError("no branch models or no users");
+  std::vector<double> value, ms;
+  for (const SystemModel& b : in.branches) {
+    double within = 0, sum_ms = 0;
+    for (const User& u : users) {
+      const double p = context::Predict(u.c, b.reference_ms, b.bytes).total_ms;
+      within += p <= u.c.budget_ms, sum_ms += p;
+    }
+    value.push_back(b.val_accuracy * within / double(users.size()));
+    ms.push_back(sum_ms / double(users.size()));
+  }
+  const size_t top = size_t(std::max_element(value.begin(), value.end()) - value.begin());
+  size_t pick = top;
+  for (size_t i = 0; i < value.size(); ++i)
+    if (value[i] >= value[top] - margin && ms[i] < ms[pick]) pick = i;
+  return in.branches[pick].id;
+}
+
 std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& w,
-                                         const std::vector<User>& users) {
+                                         const std::vector<User>& users,
+                                         const std::vector<std::string>& schemes) {
+  const std::vector<std::string> names = SchemeNames();
+  for (const std::string& s : schemes)
+    if (std::find(names.begin(), names.end(), s) == names.end())
+      throw UserError("no scheme '" + s + "'");
   const size_t n_images = in.labels.size();
   auto check = [&](const SystemModel& m) {
     if (m.predicted.size() != n_images || m.top.size() != n_images)
@@ -231,7 +255,7 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
                    [&](size_t a, size_t b) { return users[a].t.front() < users[b].t.front(); });
 
   std::vector<SchemeResult> results;
-  for (const std::string& scheme : SchemeNames()) {
+  for (const std::string& scheme : schemes) {
     std::vector<std::vector<Step>> steps(users.size());
     // DeepAdapter's edge cache, driven by the matches in arrival order.
     edge::ModelCache cache(edge::Policy::kUtility,

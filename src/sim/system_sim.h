@@ -120,10 +120,19 @@ inline constexpr int64_t kAnswerBytes = edge::kAnswerBytes;
 // and batch-1 service, the answer back (edge::FallbackMs with the workload's figures).
 double FallbackMs(const context::Context& c, const SystemInput& in, const Workload& w);
 
-// Every scheme on the same users. UserError when the inputs do not fit
-// (images out of range, no branches, mismatched answers).
+// The schemes (SchemeNames(), or those named) on the same users. UserError
+// when the inputs do not fit (images out of range, no branches, mismatched
+// answers, unknown schemes).
 std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& w,
-                                         const std::vector<User>& users);
+                                         const std::vector<User>& users,
+                                         const std::vector<std::string>& schemes = SchemeNames());
+
+// The static scheme's branch as the matcher would choose one for everyone:
+// the most expected correct answers within budget over `users` (validation
+// accuracy x the share of users whose budget its predicted latency meets),
+// the fastest (mean predicted latency) within `margin` of that share-weighted
+// accuracy.
+std::string ChooseStatic(const SystemInput& in, const std::vector<User>& users, double margin);
 
 // Completion times of jobs at a batching server (as infer::Batcher runs
 // them): arrivals sorted ascending; once the server is free and a job waits, it
