@@ -246,6 +246,9 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
     family_bytes += b.bytes;
   }
   const int64_t upload = in.image_bytes + w.upload_overhead_bytes;
+  const SystemModel* smallest = &in.branches.front();  // what a first visit answers with at once
+  for (const auto& b : in.branches)
+    if (b.bytes < smallest->bytes) smallest = &b;
   const double edge_one_ms = in.edge.Ms(1);
 
   // Users in order of arrival (MakeUsers makes them so; the cache needs it).
@@ -334,9 +337,76 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
       }
       if (local)
         local_ms = c.slowdown * local->reference_ms * (scheme == "split" ? local_fraction : 1);
+      // DeepAdapter's page (web/sdk) on a first visit: the reference request,
+      // the family's smallest branch (it answers, provisionally, from then
+      // on), the probes, the device's measurement, the match, the matched
+      // branch (which answers from then on). Only the first two delay an
+      // answer; all of it costs the radio and the CPU.
+      const bool da = scheme.starts_with("deepadapter");
+      double first_ready = 0, matched_ready = 0, protocol_mj = 0;
+      if (da) {
+        const Links& fl = cache.Contains(smallest->id) ? edge_link : cloud_link;
+        double t = 0, radio = 0, page = 0;
+        auto request = [&](int64_t down_bytes, const Links& l, bool download) {
+          const double x = TransferMs(down_bytes, l.down);
+          const double p = download ? download_page_ms : request_page_ms;
+          t += p + l.rtt + x, radio += x, page += p;
+        };
+        request(kReferenceBytes, edge_link, false);
+        request(smallest->bytes, fl, true);
+        first_ready = t;
+        request(0, edge_link, false);  // the second round trip sample
+        request(kFirstProbeBytes, edge_link, false);
+        if (TransferMs(kFirstProbeBytes, c.downlink_kbps) < 250)
+          request(std::clamp<int64_t>(int64_t(c.downlink_kbps / 8 * 250), kFirstProbeBytes,
+                                      kMaxProbeBytes),
+                  edge_link, false);
+        t += kDeviceMeasureMs;
+        request(kMatchBytes, edge_link, false);
+        if (local != smallest) request(local_bytes, from, true);
+        matched_ready = t;
+        protocol_mj = c.transfer_mw * radio / 1000 + c.compute_mw * (page + kDeviceMeasureMs) / 1000;
+      }
       for (size_t k = 0; k < u.t.size(); ++k) {
         Step s;
         const int img = u.image[k];
+        if (da) {
+          // Answers wait for the smallest branch, come from it until the
+          // matched one is there; its fallbacks (the branch's one threshold)
+          // only when the reference's round trip fits the budget.
+          const double at = (u.t[k] - t0) * 1000;
+          if (k == 0) {
+            s.energy_mj += protocol_mj;
+            s.radio = true, s.radio_end_ms = matched_ready;
+            s.download = download_kind;
+            s.edge_bytes = smallest->bytes + (local != smallest ? local_bytes : 0);
+            s.cloud_bytes = (cache.Contains(smallest->id) ? 0 : smallest->bytes) +
+                            (local != smallest && dl_cloud ? local_bytes : 0);
+          }
+          s.before_ms += std::max(0.0, first_ready - at);
+          const bool provisional = at < matched_ready;
+          const SystemModel* m = provisional ? smallest : local;
+          const double ms = c.slowdown * m->reference_ms;
+          s.before_ms += ms;
+          s.energy_mj += c.compute_mw * ms / 1000;
+          bool ask = provisional ? m->top[size_t(img)] < m->threshold && c.rtt_ms <= c.budget_ms
+                                 : m->top[size_t(img)] < tau;
+          // -fit: only when the edge's answer can arrive within the budget.
+          if (scheme == "deepadapter-fit") ask = ask && FallbackMs(c, in, w) <= c.budget_ms;
+          if (ask) {
+            const double up = TransferMs(send, edge_link.up),
+                         back = TransferMs(kAnswerBytes, edge_link.down);
+            s.before_ms += request_page_ms + up + edge_link.rtt / 2;
+            s.after_ms = edge_link.rtt / 2 + back;
+            s.server = 0, s.work = 1;
+            s.energy_mj +=
+                c.transfer_mw * (up + back) / 1000 + c.compute_mw * request_page_ms / 1000;
+            s.radio = true, s.radio_end_ms = std::max(s.radio_end_ms, s.before_ms);
+          }
+          s.correct = (ask ? &in.base : m)->predicted[size_t(img)] == in.labels[size_t(img)];
+          steps[ui].push_back(s);
+          continue;
+        }
         if (k == 0 && local && local_bytes > 0) {
           const double dl = download_page_ms + from.rtt + TransferMs(local_bytes, from.down);
           s.before_ms += dl;
@@ -349,14 +419,8 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
         }
         s.before_ms += local_ms;
         s.energy_mj += c.compute_mw * local_ms / 1000;
-        bool ask = server >= 0;
+        const bool ask = server >= 0;
         const SystemModel* answer = local && !ask ? local : &in.base;
-        if (scheme.starts_with("deepadapter")) {  // the edge's base model when the branch is unsure
-          ask = local->top[size_t(img)] < tau;
-          // -fit: only when the edge's answer can arrive within the budget.
-          if (scheme == "deepadapter-fit") ask = ask && FallbackMs(c, in, w) <= c.budget_ms;
-          server = 0, work = 1, answer = ask ? &in.base : local;
-        }
         if (ask) {
           const Links& l = server == 0 ? edge_link : cloud_link;
           const double up = TransferMs(send, l.up), back = TransferMs(kAnswerBytes, l.down);

@@ -114,6 +114,15 @@ std::vector<std::string> SchemeNames();
 
 // Bytes of an answer from a server (the OIP response for one image).
 inline constexpr int64_t kAnswerBytes = edge::kAnswerBytes;
+// What DeepAdapter's page does before its matched model answers (web/sdk,
+// on the shipped family: /v1/reference and /v1/match answer 983 and 712
+// bytes of JSON, with headers about 1.2 and 1.0 kB), its probes (16 kB,
+// then sized to 250 ms up to 128 kB), and the device's measurement (a
+// warm-up of at least 150 ms and 300 ms of timed groups: about 0.5 s of one
+// busy core).
+inline constexpr int64_t kReferenceBytes = 1200, kMatchBytes = 1000;
+inline constexpr int64_t kFirstProbeBytes = 16 << 10, kMaxProbeBytes = 128 << 10;
+inline constexpr double kDeviceMeasureMs = 500;
 
 // The predicted time of one image asked of the edge without queueing: the
 // page's request cost, its upload, the round trip, the edge's wait for a batch

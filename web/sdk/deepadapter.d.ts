@@ -10,9 +10,9 @@ export interface Options {
   ort?: unknown;            // an onnxruntime-web module (implies runtime 'ort'; default: the edge's copy)
   progressive?: boolean;    // first visit: answer from the smallest branch while the match downloads (true)
   rememberMs?: number;      // a measured context (and, apart from it, the device's measurement) is reused by visits within this time (86400000; 0: never)
-  rematchEveryMs?: number;  // background network re-measurement (60000; 0: never)
+  rematchEveryMs?: number;  // also re-measure the network every N ms (0: only on a connection change or an edge answer far from the prediction)
   margin?: number;          // relative network change that triggers a new match (0.3)
-  probeBytes?: number;      // largest bandwidth probe (262144)
+  probeBytes?: number;      // largest bandwidth probe (131072)
   timeoutMs?: number;       // per request to the edge (10000)
   threshold?: number;       // overrides the model's confidence threshold (> 1: always the edge)
 }

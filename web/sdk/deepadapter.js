@@ -12,8 +12,9 @@
 // downloads the matched model in the background; `da.ready` resolves when the
 // matched model has taken over. A repeat visit answers at once with the
 // model it was matched to last (from Cache Storage, the runtime from the HTTP
-// cache) and asks the edge again in the background; its context is
-// re-measured every rematchEveryMs.
+// cache) and asks the edge again in the background. The network is measured
+// again when the browser says the connection changed or an answer from the
+// edge takes far from what the measured network predicts.
 
 import { loadEngine } from './engine.js';
 
@@ -32,7 +33,6 @@ const STORED = 'deepadapter-context-v1:'; // + edge URL, in localStorage
 const DEVICE = 'deepadapter-device-v1:'; // + runtime + ':' + edge URL: the device's last measurement
 const now = () => performance.now();
 const quantile = (xs, q) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))];
-const median = (xs) => quantile(xs, 0.5);
 
 async function sha256Hex(bytes) {
   if (!globalThis.crypto?.subtle)
@@ -49,10 +49,14 @@ export class DeepAdapter {
    * edge's WebAssembly runtime, ~40 kB; 'ort': onnxruntime-web, ~3.7 MB), ort
    * (an onnxruntime-web module, implies runtime 'ort'), progressive (true),
    * rememberMs (86400000: how long a measured context, and apart from it the
-   * device's measurement, is reused by the next visits; 0: never), rematchEveryMs (60000; 0: never), margin (0.3: relative
-   * change of the network that triggers a new match), probeBytes (262144: the
-   * largest bandwidth probe), timeoutMs (10000), threshold (overrides the
-   * model's: the confidence below which the edge answers; above 1: always the edge).
+   * device's measurement, is reused by the next visits; 0: never),
+   * rematchEveryMs (0: the network is measured again only when the browser
+   * says the connection changed or an answer from the edge takes far from
+   * what the measured network predicts; N: also every N ms), margin (0.3:
+   * relative change of the network that triggers a new match), probeBytes
+   * (131072: the largest bandwidth probe), timeoutMs (10000), threshold
+   * (overrides the match's: the confidence below which the edge answers;
+   * above 1: always the edge).
    */
   static async connect(edgeUrl, options = {}) {
     const da = new DeepAdapter(edgeUrl, options);
@@ -64,7 +68,7 @@ export class DeepAdapter {
     this.edge = new URL(edgeUrl, globalThis.location?.href).href.replace(/\/$/, '');
     this.options = {
       budgetMs: 50, inferences: 100, runtime: options.ort ? 'ort' : 'deepadapter', progressive: true,
-      rememberMs: 86400000, rematchEveryMs: 60000, margin: 0.3, probeBytes: 256 << 10, timeoutMs: 10000, ...options,
+      rememberMs: 86400000, rematchEveryMs: 0, margin: 0.3, probeBytes: 128 << 10, timeoutMs: 10000, ...options,
     };
     this.context = null; // {slowdown, downlink_kbps, rtt_ms, hint}
     this.match = null; // the edge's answer to /v1/match
@@ -96,7 +100,10 @@ export class DeepAdapter {
   async #start() {
     const t0 = now(), since = () => now() - t0;
     if (!(await this.#resume(since))) {
-      this.reference = await (await this.#fetch('/v1/reference')).json();
+      // Its time is the network's first round trip sample (a small body, never cached).
+      const r0 = now();
+      this.reference = await (await this.#fetch('/v1/reference', { cache: 'no-store' })).json();
+      this.#rtts = [now() - r0];
       const first = this.reference.first ?? this.reference;
       // The runtime and the first model download side by side.
       const [runtime, firstBytes] = await Promise.all([
@@ -242,6 +249,8 @@ export class DeepAdapter {
 
   #edgeRetryAt = 0;
   #edgeBackoffMs = 0;
+  #rtts = []; // round trips timed on the way (the reference request), for measureNetwork
+  #checkedAt = -Infinity; // when an answer from the edge last started a re-measurement
 
   #setReachable(ok) {
     this.#edgeBackoffMs = ok ? 0 : Math.min(60000, Math.max(1000, 2 * this.#edgeBackoffMs));
@@ -252,36 +261,37 @@ export class DeepAdapter {
   }
 
   /**
-   * The network: RTT from empty probes, downlink from probes sized to take
-   * ~250 ms each at the rate the previous one saw (32 kB first, at most
-   * probeBytes), medians.
+   * The network, with as few bytes as a useful estimate allows: the RTT is
+   * the quickest of two round trips (the reference request's on a first
+   * visit, plus empty probes), the downlink from a 16 kB probe and, when that
+   * took under 250 ms past the round trip, one more sized to take about
+   * 250 ms at the rate it saw (at most probeBytes).
    */
   async measureNetwork() {
-    const rtts = [];
-    for (let i = 0; i < 3; i++) {
+    const rtts = this.#rtts.splice(0);
+    while (rtts.length < 2) {
       const t0 = now();
       await (await this.#fetch(`/v1/probe?bytes=0&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer();
       rtts.push(now() - t0);
     }
-    const rtt = median(rtts);
-    // A transfer takes at least the quickest round trip, taken off each
-    // probe's time. When what is left is within the round trips' noise (under
-    // 5% of the probe: a fast link, a slow first request), the whole time is
-    // used: a lower bound on the rate, never the 0.05 ms floor's tens of Gbit/s.
-    const least = Math.min(...rtts);
-    const rates = [];
-    let n = Math.min(32 << 10, this.options.probeBytes);
-    for (let i = 0; i < 3; i++) {
+    const rtt = Math.min(...rtts);
+    // A transfer takes at least the round trip, taken off each probe's time.
+    // When what is left is within the round trips' noise (under 5% of the
+    // probe: a fast link), the whole time is used: a lower bound on the rate,
+    // never the 0.05 ms floor's tens of Gbit/s.
+    let rate = 0;
+    for (let n = Math.min(16 << 10, this.options.probeBytes), i = 0; i < 2; i++) {
       const t0 = now();
       const got = (await (await this.#fetch(`/v1/probe?bytes=${n}&r=${Math.random()}`, { cache: 'no-store' })).arrayBuffer()).byteLength;
       const elapsed = now() - t0;
-      const ms = Math.max(0.05, elapsed - least > 0.05 * elapsed ? elapsed - least : elapsed);
-      rates.push((got * 8) / ms); // bits per ms = kbit/s
-      n = Math.round(Math.min(this.options.probeBytes, Math.max(16 << 10, (rates[i] / 8) * 250)));
+      const ms = Math.max(0.05, elapsed - rtt > 0.05 * elapsed ? elapsed - rtt : elapsed);
+      rate = (got * 8) / ms; // bits per ms = kbit/s
+      if (ms >= 250) break;
+      n = Math.round(Math.min(this.options.probeBytes, Math.max(16 << 10, (rate / 8) * 250)));
     }
     const conn = navigator.connection;
     return {
-      downlink_kbps: Math.max(1, median(rates)),
+      downlink_kbps: Math.max(1, rate),
       rtt_ms: Math.max(0.1, rtt),
       hint: conn ? { effectiveType: conn.effectiveType, downlink_mbps: conn.downlink, rtt_ms: conn.rtt } : null,
     };
@@ -515,10 +525,27 @@ export class DeepAdapter {
       const t0 = now();
       const r = await this.#askEdge(x, bytes, [C, H, W]);
       const edgeMs = now() - t0;
+      this.#checkAnswerTime(edgeMs, bytes?.byteLength ?? x.byteLength);
       return { ...base, ranOn: 'edge', label: r.label, probabilities: r.probabilities, confident: true,
                deviceLabel: label, times: { inferenceMs, edgeMs, totalMs: inferenceMs + edgeMs } };
     } catch (e) {
       return { ...base, ranOn: 'device', label, probabilities: probs, confident: false, edgeError: e.message };
+    }
+  }
+
+  // An answer from the edge far from what the measured network predicts (a
+  // round trip and the upload, at the measured downlink's rate) means the
+  // network moved:
+  // it is measured again (and matched again if it moved past the margin), at
+  // most once every 30 s. This replaces probing every minute.
+  #checkAnswerTime(ms, bytes) {
+    const c = this.context;
+    if (!c || now() - this.#checkedAt < 30000) return;
+    const expected = c.rtt_ms + (bytes * 8) / c.downlink_kbps;
+    // Off by 2x and by 50 ms (a few ms either way on a fast link is noise).
+    if (Math.abs(ms - expected) > 50 && (ms > 2 * expected || ms < 0.5 * expected)) {
+      this.#checkedAt = now();
+      this.rematchIfMoved().catch(() => {});
     }
   }
 

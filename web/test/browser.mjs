@@ -183,6 +183,31 @@ try {
         'a 400 kbit/s network: the SDK measures a downlink under 800 kbit/s');
   check(throttled.match.bytes < fast.match.bytes, `the slow context is matched to a smaller model (${throttled.match.model}, ${throttled.match.bytes} bytes) than the fast one (${fast.match.model}, ${fast.match.bytes} bytes)`);
 
+  // No periodic probes: an answer from the edge far slower than the measured
+  // network predicts makes the SDK measure it again and match again.
+  const moved = await context.newPage();
+  moved.on('pageerror', (e) => errors.push(`moved page: ${e.message}`));
+  await moved.goto(`${edge}/sdk/package.json`);
+  const rttBefore = await moved.evaluate(async () => {
+    const { DeepAdapter } = await import('/sdk/deepadapter.js');
+    window.da = await DeepAdapter.connect(location.origin, { progressive: false, rememberMs: 0, threshold: 1.01 });
+    window.rematched = new Promise((r) => window.da.on((e) => e.type === 'rematch' && r(e.context)));
+    return window.da.context.rtt_ms;
+  });
+  const mcdp = await context.newCDPSession(moved);
+  await mcdp.send('Network.enable');
+  await mcdp.send('Network.emulateNetworkConditions', { offline: false, latency: 300, downloadThroughput: 4e6 / 8, uploadThroughput: 4e6 / 8 });
+  const late = await moved.evaluate(async () => {
+    const x = new Float32Array(window.da.inputShape.reduce((a, b) => a * b, 1)).fill(0.3);
+    const r = await window.da.classify(x);
+    const c = await Promise.race([window.rematched, new Promise((r) => setTimeout(() => r(null), 20000))]);
+    await window.da.close();
+    return { ranOn: r.ranOn, edgeMs: r.times.edgeMs, rtt: c?.rtt_ms };
+  });
+  await moved.close();
+  check(late.ranOn === 'edge' && late.rtt > 250,
+        `an answer from the edge in ${late.edgeMs?.toFixed(0)} ms against a measured ${rttBefore.toFixed(1)} ms round trip: the network measured again (${late.rtt?.toFixed(0)} ms)`);
+
   // The progressive start, without a remembered context: connect() returns
   // before the match, answers come from the smallest branch (marked
   // provisional) on DeepAdapter's runtime, then from the matched model.
