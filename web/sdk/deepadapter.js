@@ -108,7 +108,7 @@ export class DeepAdapter {
       // The runtime and the first model download side by side.
       const [runtime, firstBytes] = await Promise.all([
         this.#loadRuntime().then((r) => ((this.timings.runtime = since()), r)),
-        this.options.progressive ? this.#model(first.url, first.sha256) : null,
+        this.options.progressive ? this.#timedModel(first) : null,
       ]);
       this.#runtime = runtime;
       const upgrade = async () => {
@@ -250,6 +250,7 @@ export class DeepAdapter {
   #edgeRetryAt = 0;
   #edgeBackoffMs = 0;
   #rtts = []; // round trips timed on the way (the reference request), for measureNetwork
+  #firstLoadMs; // how long a first visit's first model took to load
   #checkedAt = -Infinity; // when an answer from the edge last started a re-measurement
 
   #setReachable(ok) {
@@ -381,7 +382,8 @@ export class DeepAdapter {
       method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
     })).json();
     if (this.#session && this.#session.match.model === m.model) {
-      this.match = m;
+      // (The first model was the match: its load is the first download's.)
+      this.match = this.#session.provisional && this.#firstLoadMs !== undefined ? { ...m, load_ms: this.#firstLoadMs } : m;
       this.#session.match = m;
       this.#session.provisional = false; // the first model was the match
       return false;
@@ -427,6 +429,13 @@ export class DeepAdapter {
     this.#remember();
     this.#emit('rematch', { context: this.context, match: this.match, swapped });
     return this.match;
+  }
+
+  async #timedModel(m) {
+    const t0 = now();
+    const bytes = await this.#model(m.url, m.sha256);
+    this.#firstLoadMs = now() - t0;
+    return bytes;
   }
 
   // The model file: from Cache Storage when there (hash checked), else downloaded and cached.
