@@ -454,7 +454,7 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
       for (size_t i = 0; i < jobs.size(); ++i) {
         Step& s = steps[jobs[i].u][jobs[i].k];
         s.before_ms += done[i] - arrive[i];  // waiting and service
-        s.radio_end_ms = s.before_ms + s.after_ms;
+        s.radio_end_ms = std::max(s.radio_end_ms, s.before_ms + s.after_ms);
       }
     }
     // Totals; radio tails per user, cut short by the next transfer.

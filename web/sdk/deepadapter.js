@@ -103,7 +103,7 @@ export class DeepAdapter {
       // Its time is the network's first round trip sample (a small body, never cached).
       const r0 = now();
       this.reference = await (await this.#fetch('/v1/reference', { cache: 'no-store' })).json();
-      this.#rtts = [now() - r0];
+      this.#rtts = [(this.#firstRtt = now() - r0)];
       const first = this.reference.first ?? this.reference;
       // The runtime and the first model download side by side.
       const [runtime, firstBytes] = await Promise.all([
@@ -250,6 +250,7 @@ export class DeepAdapter {
   #edgeRetryAt = 0;
   #edgeBackoffMs = 0;
   #rtts = []; // round trips timed on the way (the reference request), for measureNetwork
+  #firstRtt = 0; // the reference request's time on a first visit
   #firstLoadMs; // how long a first visit's first model took to load
   #checkedAt = -Infinity; // when an answer from the edge last started a re-measurement
 
@@ -526,6 +527,10 @@ export class DeepAdapter {
     const threshold = this.options.threshold ?? s.match.threshold;
     const base = { model: s.match.model, provisional: s.provisional, threshold, times: { inferenceMs } };
     if (probs[label] >= threshold) return { ...base, ranOn: 'device', label, probabilities: probs, confident: true };
+    // Provisional answers (the network not measured yet) ask the edge only
+    // when the one round trip timed so far fits the budget.
+    if (s.provisional && this.#firstRtt > this.options.budgetMs)
+      return { ...base, ranOn: 'device', label, probabilities: probs, confident: false };
     // An edge that failed is asked again only after a backoff (1 s, doubling
     // to 60 s): while it is down, unsure answers come back at once, marked.
     if (!this.edgeReachable && now() < this.#edgeRetryAt)
@@ -544,9 +549,8 @@ export class DeepAdapter {
 
   // An answer from the edge far from what the measured network predicts (a
   // round trip and the upload, at the measured downlink's rate) means the
-  // network moved:
-  // it is measured again (and matched again if it moved past the margin), at
-  // most once every 30 s. This replaces probing every minute.
+  // network moved: it is measured again (and matched again if it moved past
+  // the margin), at most once every 30 s. This replaces probing every minute.
   #checkAnswerTime(ms, bytes) {
     const c = this.context;
     if (!c || now() - this.#checkedAt < 30000) return;
