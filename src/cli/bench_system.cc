@@ -40,7 +40,11 @@ sim::SystemModel Answers(const std::string& dir, const std::string& id, const nn
   s.reference_ms = m.at("reference_ms");
   s.val_accuracy = m.at("val_accuracy");
   s.threshold = m.contains("threshold") ? m["threshold"].value("tau", 0.0) : 0.0;
-  if (m.contains("threshold")) s.curve = edge::ParseCurve(m["threshold"], s.val_accuracy);
+  try {
+    if (m.contains("threshold")) s.curve = edge::ParseCurve(m["threshold"], s.val_accuracy);
+  } catch (const UserError& e) {
+    throw UserError(dir + "/metrics.json: " + e.what());
+  }
   const std::string key =
       Sha256Hex(ReadFile((fs::path(dir) / "weights.pt").string())).substr(0, 16) + "-" +
       std::to_string(images.count);

@@ -180,9 +180,7 @@ nlohmann::json BrowserCheck(const SystemFlags& f, const sim::SystemInput& in,
     const double device_ms = c.slowdown * m->reference_ms;
     const double fallback_ms = sim::FallbackMs(c, in, w);
     // The page follows the edge's threshold for its context (edge/cache.h).
-    const double tau = edge::PlanModel(c, {m->id, m->bytes, m->val_accuracy, m->reference_ms, m->curve},
-                                       fallback_ms)
-                           .tau;
+    const double tau = edge::PlanModel(c, m->Catalog(), fallback_ms).tau;
     double pred = 0, meas = 0;
     const auto& results = v.at("results");
     for (const auto& r : results) {

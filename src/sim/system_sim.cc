@@ -186,6 +186,42 @@ struct Links {
   double rtt, down, up;  // ms, kbit/s
 };
 
+// DeepAdapter's page (web/sdk) on a first visit: the reference request, the
+// family's smallest branch (it answers, provisionally, from `first_ready`
+// on), the probes, the device's measurement, the match, the matched branch
+// (`matched_bytes`, 0 when the smallest is the match; it answers from
+// `matched_ready` on). Only the first two delay an answer; all of it costs
+// the radio and the CPU (`energy_mj`).
+struct FirstVisit {
+  double first_ready = 0, matched_ready = 0, energy_mj = 0;
+};
+FirstVisit PageFirstVisit(const context::Context& c, const Links& edge, const Links& first_from,
+                          int64_t first_bytes, const Links& matched_from, int64_t matched_bytes,
+                          double request_page_ms, double download_page_ms) {
+  double t = 0, radio = 0, page = 0;
+  auto request = [&](int64_t down_bytes, const Links& l, bool download) {
+    const double x = TransferMs(down_bytes, l.down);
+    const double p = download ? download_page_ms : request_page_ms;
+    t += p + l.rtt + x, radio += x, page += p;
+  };
+  FirstVisit v;
+  request(kReferenceBytes, edge, false);
+  request(first_bytes, first_from, true);
+  v.first_ready = t;
+  request(0, edge, false);  // the second round trip sample
+  request(kFirstProbeBytes, edge, false);
+  if (TransferMs(kFirstProbeBytes, c.downlink_kbps) < 250)
+    request(std::clamp<int64_t>(int64_t(c.downlink_kbps / 8 * 250), kFirstProbeBytes,
+                                kMaxProbeBytes),
+            edge, false);
+  t += kDeviceMeasureMs;
+  request(kMatchBytes, edge, false);
+  if (matched_bytes > 0) request(matched_bytes, matched_from, true);
+  v.matched_ready = t;
+  v.energy_mj = c.transfer_mw * radio / 1000 + c.compute_mw * (page + kDeviceMeasureMs) / 1000;
+  return v;
+}
+
 }  // namespace
 
 std::string ChooseStatic(const SystemInput& in, const std::vector<User>& users, double margin) {
@@ -242,7 +278,7 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
   std::vector<edge::CatalogModel> catalog;
   int64_t family_bytes = 0;
   for (const auto& b : in.branches) {
-    catalog.push_back({b.id, b.bytes, b.val_accuracy, b.reference_ms, b.curve});
+    catalog.push_back(b.Catalog());
     family_bytes += b.bytes;
   }
   const int64_t upload = in.image_bytes + w.upload_overhead_bytes;
@@ -337,36 +373,12 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
       }
       if (local)
         local_ms = c.slowdown * local->reference_ms * (scheme == "split" ? local_fraction : 1);
-      // DeepAdapter's page (web/sdk) on a first visit: the reference request,
-      // the family's smallest branch (it answers, provisionally, from then
-      // on), the probes, the device's measurement, the match, the matched
-      // branch (which answers from then on). Only the first two delay an
-      // answer; all of it costs the radio and the CPU.
       const bool da = scheme.starts_with("deepadapter");
-      double first_ready = 0, matched_ready = 0, protocol_mj = 0;
-      if (da) {
-        const Links& fl = cache.Contains(smallest->id) ? edge_link : cloud_link;
-        double t = 0, radio = 0, page = 0;
-        auto request = [&](int64_t down_bytes, const Links& l, bool download) {
-          const double x = TransferMs(down_bytes, l.down);
-          const double p = download ? download_page_ms : request_page_ms;
-          t += p + l.rtt + x, radio += x, page += p;
-        };
-        request(kReferenceBytes, edge_link, false);
-        request(smallest->bytes, fl, true);
-        first_ready = t;
-        request(0, edge_link, false);  // the second round trip sample
-        request(kFirstProbeBytes, edge_link, false);
-        if (TransferMs(kFirstProbeBytes, c.downlink_kbps) < 250)
-          request(std::clamp<int64_t>(int64_t(c.downlink_kbps / 8 * 250), kFirstProbeBytes,
-                                      kMaxProbeBytes),
-                  edge_link, false);
-        t += kDeviceMeasureMs;
-        request(kMatchBytes, edge_link, false);
-        if (local != smallest) request(local_bytes, from, true);
-        matched_ready = t;
-        protocol_mj = c.transfer_mw * radio / 1000 + c.compute_mw * (page + kDeviceMeasureMs) / 1000;
-      }
+      FirstVisit visit;
+      if (da)
+        visit = PageFirstVisit(c, edge_link, cache.Contains(smallest->id) ? edge_link : cloud_link,
+                               smallest->bytes, from, local != smallest ? local_bytes : 0,
+                               request_page_ms, download_page_ms);
       for (size_t k = 0; k < u.t.size(); ++k) {
         Step s;
         const int img = u.image[k];
@@ -376,15 +388,15 @@ std::vector<SchemeResult> SimulateSystem(const SystemInput& in, const Workload& 
           // only when the reference's round trip fits the budget.
           const double at = (u.t[k] - t0) * 1000;
           if (k == 0) {
-            s.energy_mj += protocol_mj;
-            s.radio = true, s.radio_end_ms = matched_ready;
+            s.energy_mj += visit.energy_mj;
+            s.radio = true, s.radio_end_ms = visit.matched_ready;
             s.download = download_kind;
             s.edge_bytes = smallest->bytes + (local != smallest ? local_bytes : 0);
             s.cloud_bytes = (cache.Contains(smallest->id) ? 0 : smallest->bytes) +
                             (local != smallest && dl_cloud ? local_bytes : 0);
           }
-          s.before_ms += std::max(0.0, first_ready - at);
-          const bool provisional = at < matched_ready;
+          s.before_ms += std::max(0.0, visit.first_ready - at);
+          const bool provisional = at < visit.matched_ready;
           const SystemModel* m = provisional ? smallest : local;
           const double ms = c.slowdown * m->reference_ms;
           s.before_ms += ms;

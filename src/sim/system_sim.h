@@ -39,6 +39,8 @@ struct SystemModel {
   std::vector<int64_t> predicted;  // per image
   std::vector<float> top;          // per image
   std::vector<edge::CurvePoint> curve;  // validation: what the cost-aware rule chooses from
+
+  edge::CatalogModel Catalog() const { return {id, bytes, val_accuracy, reference_ms, curve}; }
 };
 
 // A place to cut the base model: the phone runs a prefix, sends the one
@@ -94,7 +96,7 @@ struct SystemInput {
   double batch_delay_ms = 0;    // a server's wait for a fuller batch (BatchOptions' max_delay)
   double cache_fraction = 0.3;  // the edge cache, a fraction of the branches' bytes
   double refresh_s = 10, half_life_s = 600;
-  std::string static_model;  // default: the branch of median size
+  std::string static_model;  // default: the branch of median size (bench system: ChooseStatic's)
   double match_margin = 0.0025;  // deepadapter: a faster branch within this accuracy wins
 };
 

@@ -310,7 +310,7 @@ export class DeepAdapter {
    * are the device's own speed (docs/RESULTS.md, issue 26).
    */
   async measureDevice() {
-    const ref = this.options.runtime === 'ort' ? this.reference : this.reference.first ?? this.reference;
+    const ref = this.#deviceModel();
     const bytes = await this.#model(ref.url, ref.sha256);
     const session = await this.#open(bytes, ref.spec.input);
     try {
@@ -347,6 +347,11 @@ export class DeepAdapter {
     }
   }
 
+  // The model that times the device (see measureDevice).
+  #deviceModel() {
+    return this.options.runtime === 'ort' ? this.reference : this.reference.first ?? this.reference;
+  }
+
   /**
    * Measures both; the result is what /v1/match receives. The device's
    * measurement is kept (per edge and runtime, for rememberMs) apart from the
@@ -356,7 +361,7 @@ export class DeepAdapter {
   async measure() {
     const net = await this.measureNetwork();
     const key = DEVICE + this.options.runtime + ':' + this.edge;
-    const ref = this.options.runtime === 'ort' ? this.reference : this.reference.first ?? this.reference;
+    const ref = this.#deviceModel();
     let dev = null;
     try {
       const d = JSON.parse(globalThis.localStorage?.getItem(key) ?? 'null');

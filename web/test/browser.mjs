@@ -3,7 +3,8 @@
 // usage: node web/test/browser.mjs path/to/deepadapter [OUT_DIR]
 // Exit code 0 when every check passed; screenshots land in OUT_DIR.
 import { chromium } from 'playwright-core';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
+import { startServe } from '../tools/common.mjs';
 import { mkdtempSync, writeFileSync, readFileSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -39,19 +40,8 @@ for (const [id, dir] of [['base', 'base'], ['net', 'branches/net'], ['cpu', 'bra
   predictions[id] = JSON.parse(readFileSync(file, 'utf8'));
 }
 
-const server = spawn(bin, ['serve', '--repo', join(tmp, 'repo'), '--family', join(tmp, 'family'),
-  '--state', join(tmp, 'state'), '--port', '0', '--cloud-port', '0',
-  '--prune-interval', '100000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-let log = '';
-server.stdout.on('data', (d) => (log += d));
-server.stderr.on('data', (d) => (log += d));
-const edge = await new Promise((resolve, reject) => {
-  const t = setInterval(() => {
-    const m = log.match(/^edge:\s+(http:\/\/[0-9.:]+)\//m);
-    if (m) { clearInterval(t); resolve(m[1]); }
-  }, 100);
-  setTimeout(() => { clearInterval(t); reject(new Error(`serve did not start:\n${log}`)); }, 30000);
-});
+// (No prune jobs: one beside the device's measurement made it flaky.)
+const { edge, server } = await startServe(bin, join(tmp, 'family'), tmp);
 const metric = async (prefix) => {
   const text = await (await fetch(`${edge}/metrics`)).text();
   return text.split('\n').filter((l) => l.startsWith(prefix)).reduce((s, l) => s + Number(l.split(' ').pop()), 0);

@@ -1,6 +1,7 @@
 // What the tools share: their command lines, and Debian's Chromium, headless,
 // on a fresh profile.
 import { chromium } from 'playwright-core';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -44,4 +45,27 @@ export async function launch(options = {}) {
     rmSync(profile, { recursive: true, force: true });
   };
   return context;
+}
+
+// `BIN serve` of a family on free loopback ports, with its state in DIR and
+// no prune jobs (they would compete for the cores). Resolves to
+// {edge: its URL, server: the process} once the edge listens; rejects with
+// serve's output when it exits first or takes over 30 s.
+export function startServe(bin, family, dir) {
+  const server = spawn(bin, ['serve', '--repo', join(dir, 'repo'), '--family', family,
+    '--state', join(dir, 'state'), '--port', '0', '--cloud-port', '0', '--prune-interval', '100000'],
+  { stdio: ['ignore', 'pipe', 'pipe'] });
+  let log = '';
+  server.stdout.on('data', (d) => (log += d));
+  server.stderr.on('data', (d) => (log += d));
+  return new Promise((resolve, reject) => {
+    const fail = (why) => { clearInterval(t); clearTimeout(limit); reject(new Error(`${why}:\n${log}`)); };
+    server.on('error', (e) => fail(`${bin}: ${e.message}`));
+    const t = setInterval(() => {
+      const m = log.match(/^edge:\s+(http:\/\/[0-9.:]+)\//m);
+      if (m) { clearInterval(t); clearTimeout(limit); resolve({ edge: m[1], server }); }
+      else if (server.exitCode !== null) fail('serve exited');
+    }, 100);
+    const limit = setTimeout(() => fail('serve did not start'), 30000);
+  });
 }

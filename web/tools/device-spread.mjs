@@ -11,11 +11,10 @@
 // Prints one JSON line per visit, then a table: per rate, the slowdown's
 // median over all measurements, its spread within visits (max / min - 1, the
 // worst visit) and across them, and the device classes the edge matched.
-import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { cli, launch } from './common.mjs';
+import { cli, launch, startServe } from './common.mjs';
 
 const { args, fail, opt } = cli('device-spread');
 const throttles = opt('--throttles', '1,4,6').split(',').map(Number);
@@ -24,25 +23,12 @@ const jsonOut = opt('--json', null), runtime = opt('--runtime', 'deepadapter'), 
 if (args.length !== 1 || !['deepadapter', 'ort'].includes(runtime) || !throttles.every((r) => r >= 1 && r <= 100) || !(visits >= 1) || !(repeats >= 0) || !(busy >= 0))
   fail('usage: node device-spread.mjs EDGE|FAMILY_DIR [--throttles 1,4,6] [--visits N>=1] [--repeats N>=0] [--busy N>=0] [--runtime deepadapter|ort] [--json FILE] [--bin PATH]');
 
-// The edge: the one given, or `bin serve` of the family given (no prune
-// jobs: they would compete for the cores).
+// The edge: the one given, or `bin serve` of the family given.
 let edge = args[0].replace(/\/$/, ''), server = null;
 const tmp = mkdtempSync(join(tmpdir(), 'da-device-spread-'));
 if (!/^https?:/.test(edge)) {
   if (!existsSync(join(edge, 'family.json'))) fail(`${edge}: neither a URL nor a family directory`);
-  server = spawn(bin, ['serve', '--repo', join(tmp, 'repo'), '--family', edge, '--state', join(tmp, 'state'),
-    '--port', '0', '--cloud-port', '0', '--prune-interval', '100000'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  server.on('error', (e) => fail(`${bin}: ${e.message}`));
-  let log = '';
-  server.stdout.on('data', (d) => (log += d));
-  server.stderr.on('data', (d) => (log += d));
-  edge = await new Promise((resolve) => {
-    const t = setInterval(() => {
-      const m = log.match(/^edge:\s+(http:\/\/[0-9.:]+)\//m);
-      if (m) { clearInterval(t); resolve(m[1]); }
-      if (server.exitCode !== null) { clearInterval(t); fail(`serve exited:\n${log}`); }
-    }, 100);
-  });
+  ({ edge, server } = await startServe(bin, edge, tmp).catch((e) => fail(e.message)));
   for (let i = 0; i < 100; i++) {  // the edge has its catalog
     const h = await (await fetch(`${edge}/healthz`)).json();
     if (h.catalog_models > 0) break;
